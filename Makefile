@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh clone; each installs what it needs first.
+#   make demo   serve a tiny random-weight model with a LoRA adapter locally and curl it
+#   make test   run the test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned: an unpinned resolve pulls a multi-GB CUDA build.
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[server,test]'
+	touch $@
+
+demo: install
+	$(VENV)/bin/kaitoctl demo
+
+test: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .demo

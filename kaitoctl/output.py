@@ -1,0 +1,73 @@
+"""Consoles and output formats: data to stdout, progress and diagnostics to stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from typing import Any
+
+from rich.console import Console
+
+
+class OutputFormat(str, Enum):
+    """``-o`` values shared by the commands that print data."""
+
+    table = "table"
+    wide = "wide"
+    json = "json"
+    yaml = "yaml"
+
+
+def _no_color() -> bool:
+    return "NO_COLOR" in os.environ
+
+
+def stdout_console() -> Console:
+    """Console for data. Never colourised when piped; honours NO_COLOR."""
+    return Console(file=sys.stdout, no_color=_no_color(), soft_wrap=True, highlight=False)
+
+
+def stderr_console() -> Console:
+    """Console for progress, warnings and errors."""
+    return Console(file=sys.stderr, no_color=_no_color(), soft_wrap=True, highlight=False)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML in Kubernetes' usual style: block style, keys in the order given."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    _Dumper.add_representer(str, _str)
+    if isinstance(data, list):
+        return "---\n".join(
+            yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+            for doc in data
+        )
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def dump_json(data: Any) -> str:
+    """Indented JSON, keys in the order given, with a trailing newline."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def emit(data: Any, fmt: OutputFormat | str) -> None:
+    """Write ``data`` to stdout as JSON or YAML (a list becomes a YAML stream / JSON List)."""
+    fmt = OutputFormat(fmt)
+    if fmt is OutputFormat.json:
+        if isinstance(data, list):
+            data = {"apiVersion": "v1", "kind": "List", "items": data}
+        sys.stdout.write(dump_json(data))
+    elif fmt is OutputFormat.yaml:
+        sys.stdout.write(dump_yaml(data))
+    else:  # pragma: no cover - callers render tables themselves
+        raise ValueError(f"emit() does not render {fmt.value}")
+    sys.stdout.flush()
