@@ -10,23 +10,39 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
 from importlib import resources
 from typing import Any, Optional
 
 DEFAULT_REGISTRY = "ghcr.io/kaitoctl"
 REGISTRY_ENV = "KAITOCTL_PRESET_REGISTRY"
 
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
-_FACTORS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
+_FACTORS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+            "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 
 
 def quantity_bytes(text: str) -> int:
-    """Parse a Kubernetes memory quantity ("15Gi", "16G", "400") into bytes."""
+    """Parse a Kubernetes memory quantity ("15Gi", "16G", "400") into bytes, exactly.
+
+    Fractions are rounded up, as Kubernetes does for byte quantities ("1.5Ki" = 1536, "0.1" = 1).
+    """
     match = _QUANTITY.match(str(text).strip())
     if not match:
         raise ValueError(f"not a memory quantity: {text!r}")
-    return int(float(match.group(1)) * _FACTORS[match.group(2)])
+    exact = Fraction(match.group(1)) * _FACTORS[match.group(2)]
+    return -(-exact.numerator // exact.denominator)
+
+
+def format_bytes(value: int) -> str:
+    """Bytes as the shortest exact binary quantity ("16Gi", "1536Mi"), else a decimal Gi with 1 place."""
+    for suffix, factor in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if value >= factor and value % factor == 0:
+            return f"{value // factor}{suffix}"
+    if value >= 2**30:
+        return f"{value / 2**30:.1f}Gi"
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -51,10 +67,14 @@ class Preset:
     distributed: bool                  # multi-node StatefulSet + torchrun
     world_size: int                    # processes in total (distributed presets)
     readiness_timeout_seconds: int
-    launcher: str                      # accelerate | torchrun | gunicorn
-    tuning: bool = False
-    small: bool = False                # fits a single T4-class (16 GB) GPU
+    launcher: str                      # how kaitoctl runs it: gunicorn (one server per pod) | torchrun
+    tuning: bool = False               # KAITO supports tuning jobs for it (kaitoctl does not run them)
+    small: bool = False                # fits a single T4-class (16 GiB) GPU
     description: str = ""
+    kaito_launcher: str = ""           # KAITO's BaseCommand: accelerate | torchrun
+    launcher_params: dict[str, Any] = field(default_factory=dict)  # KAITO's launcher parameters
+    model_params: dict[str, Any] = field(default_factory=dict)     # KAITO's ModelRunParams
+    note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -80,7 +100,13 @@ class Sku:
     gpu_count: int
     gpu_memory_total: str    # quantity, whole node
     gpu_model: str
+    vendor: str = "nvidia"   # nvidia (nvidia.com/gpu) | amd (amd.com/gpu) | aws (aws.amazon.com/neuron)
     note: str = ""
+
+    @property
+    def gpu_memory_per_gpu(self) -> str:
+        """Per-GPU memory as a quantity, for messages and tables."""
+        return format_bytes(self.gpu_memory_per_gpu_bytes)
 
     @property
     def gpu_memory_total_bytes(self) -> int:
@@ -98,16 +124,25 @@ def _load(name: str) -> Any:
     return yaml.safe_load(text)
 
 
+def _build(cls: type, entry: dict[str, Any]) -> Any:
+    """One catalog entry → its dataclass, naming the entry when the data is wrong (a packaging bug)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise ValueError(f"catalog entry {entry.get('name')!r}: unknown keys {unknown}")
+    return cls(**entry)
+
+
 @functools.lru_cache(maxsize=None)
 def presets() -> dict[str, Preset]:
     """All presets by name, in catalog order."""
-    return {entry["name"]: Preset(**entry) for entry in _load("presets.yaml")["presets"]}
+    return {entry["name"]: _build(Preset, entry) for entry in _load("presets.yaml")["presets"]}
 
 
 @functools.lru_cache(maxsize=None)
 def skus() -> dict[str, Sku]:
     """All SKUs by name, in catalog order."""
-    return {entry["name"]: Sku(**entry) for entry in _load("skus.yaml")["skus"]}
+    return {entry["name"]: _build(Sku, entry) for entry in _load("skus.yaml")["skus"]}
 
 
 def get_preset(name: str) -> Optional[Preset]:
