@@ -1,9 +1,61 @@
-"""Commands: render (placeholder until its owner fills it in)."""
+"""Command: ``kaitoctl render`` — the objects ``apply`` would send, offline, to stdout.
+
+Module level imports only typer and kaitoctl's light option types: the loader,
+pydantic and the renderer are imported when the command runs, so other
+commands' start-up does not pay for them. Never imports the kubernetes client.
+"""
 
 from __future__ import annotations
 
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
 import typer
+
+from kaitoctl.commands._options import FileOption, StrictOption
+
+
+class RenderFormat(str, Enum):
+    """``-o`` values of ``render``: a YAML ``---`` stream, or a JSON ``v1`` List."""
+
+    yaml = "yaml"
+    json = "json"
+
+
+def render_command(
+    filename: FileOption,
+    output: Annotated[RenderFormat, typer.Option("-o", "--output", help="yaml (a --- stream) or json (a v1 List).")]
+    = RenderFormat.yaml,
+    registry: Annotated[
+        Optional[str],
+        typer.Option(
+            "--registry",
+            help="Registry of the public preset images (default: $KAITOCTL_PRESET_REGISTRY, else ghcr.io/kaitoctl).",
+        ),
+    ] = None,
+    strict: StrictOption = False,
+) -> None:
+    """Print the Kubernetes objects for each Workspace in FILE (no cluster needed).
+
+    Placement uses the SKU catalog's view of resource.instanceType: GPUs per pod
+    and the rollout strategy (with the reason on stderr). `kaitoctl apply`
+    computes the same from the live nodes instead.
+    """
+    from kaitoctl.output import emit
+    from kaitoctl.plan import default_plan
+    from kaitoctl.render import render_workspace
+    from kaitoctl.validate import load_workspaces
+
+    objects: list[dict] = []
+    for ws in load_workspaces(filename, strict=strict):
+        plan = default_plan(ws)
+        if plan.reason:
+            print(f"# {ws.name}: {plan.strategy}: {plan.reason}", file=sys.stderr)
+        objects.extend(render_workspace(ws, plan, registry=registry))
+    emit(objects, output.value)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``render`` to ``app``."""
+    app.command("render")(render_command)

@@ -1,0 +1,573 @@
+"""Rendering: a Workspace (plus its plan) to the exact Kubernetes objects ``apply`` sends.
+
+A pure function of (workspace, preset, SKU, plan, registry): no clock, no
+randomness, no cluster. Same input, same dicts in the same key order, so the
+YAML/JSON is byte-identical and re-applying an unchanged workspace changes
+nothing and triggers no rollout. ``docs/rendering.md`` explains every choice,
+and where it departs from what KAITO generates (kaito-facts §5, §10).
+
+Objects come back in apply order: the Service(s) first, then the workload.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from typing import TYPE_CHECKING, Any, Optional
+
+from kaitoctl.errors import InvalidWorkspace
+from kaitoctl.plan import GPU_RESOURCE, Plan, default_plan
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from kaitoctl.catalog import Preset
+    from kaitoctl.workspace import AdapterSpec, Workspace
+
+# --- names and numbers other parts rely on -----------------------------------------------------
+
+WORKSPACE_LABEL = "kaito.sh/workspace"
+WORKSPACE_ANNOTATION = "kaitoctl.io/workspace"          # the Workspace's canonical JSON, on the workload
+API_KEY_SECRET_ANNOTATION = "kaitoctl.io/api-key-secret"
+API_KEY_SECRET_KEY = "api-key"
+ENABLE_LB_ANNOTATION = "kaito.sh/enablelb"              # value exactly "True" -> LoadBalancer, as KAITO
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"        # set on StatefulSet pods since Kubernetes 1.28
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+
+SERVER_PORT = 5000
+SERVICE_PORT = 80
+TORCHRUN_PORT = 29500
+HEALTH_PATH = "/health"
+MODEL_DIR = "/workspace/tfs/weights"
+ADAPTER_DIR = "/mnt/adapter"
+ADAPTER_VOLUME = "adapter-volume"
+TOOLS_DIR = "/kaitoctl-tools"
+TOOLS_VOLUME = "kaitoctl-tools"
+COPY_TOOL_CONTAINER = "kaitoctl-copy-tool"
+# A static busybox: copied into a shared emptyDir so that adapter images built
+# FROM scratch (no shell, no cp) can still have their /data copied out.
+# Overridable for mirrored or air-gapped registries.
+COPY_TOOL_IMAGE = "busybox:1.36.1-musl"
+COPY_TOOL_IMAGE_ENV = "KAITOCTL_COPY_TOOL_IMAGE"
+
+RUN_AS_ID = 1000
+SHM_SIZE = "8Gi"          # NCCL / torch shared memory between GPU processes of a pod
+TMP_SIZE = "4Gi"          # /tmp, HOME and the HF cache dir under a read-only root filesystem
+TOOLS_SIZE = "16Mi"       # one static busybox (~1 MiB)
+PRESTOP_SLEEP_SECONDS = 10             # let kube-proxy / endpoints drop the pod before SIGTERM
+TERMINATION_GRACE_SECONDS = 300        # preStop + a long generation finishing (gunicorn graceful stop)
+STARTUP_PERIOD_SECONDS = 10
+PROBE_TIMEOUT_SECONDS = 5
+REVISION_HISTORY_LIMIT = 10
+# Time for scheduling and pulling a multi-GB model image, on top of the
+# preset's readiness timeout, before a Deployment reports ProgressDeadlineExceeded.
+PULL_ALLOWANCE_SECONDS = 900
+TEMPLATE_READINESS_SECONDS = 600       # KAITO waits 10 minutes for template workloads
+
+GPU_TOLERATIONS: tuple[dict[str, str], ...] = (
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+)
+
+
+def render_workspace(ws: "Workspace", plan: Optional[Plan] = None, *, registry: Optional[str] = None) -> list[dict]:
+    """The objects for ``ws``, in apply order (Services, then the Deployment or StatefulSet).
+
+    ``plan`` defaults to :func:`kaitoctl.plan.default_plan` (the catalog's view
+    of an empty node of ``resource.instanceType``); ``registry`` overrides where
+    public preset images come from. Raises :class:`InvalidWorkspace` for a
+    workspace that cannot be rendered (validation normally catches these first).
+    """
+    if ws.inference is None:
+        raise InvalidWorkspace(
+            f"workspace {ws.name!r}: nothing to render: `inference` is not set",
+            hint="kaitoctl runs inference workspaces only; tuning is not supported",
+        )
+    if plan is None:
+        plan = default_plan(ws)
+    inference = ws.inference
+    if inference.preset is None:
+        if inference.template is None:
+            raise InvalidWorkspace(
+                f"workspace {ws.name!r}: inference: Preset or Template must be specified",
+            )
+        return _render_template(ws, plan)
+    return _render_preset(ws, plan, registry)
+
+
+# --- shared pieces ------------------------------------------------------------------------------
+
+
+def workspace_labels(ws: "Workspace") -> dict[str, str]:
+    """Labels on every object kaitoctl creates for ``ws`` (selectors use only ``kaito.sh/workspace``)."""
+    return {
+        "app.kubernetes.io/component": "inference",
+        "app.kubernetes.io/instance": ws.name,
+        "app.kubernetes.io/managed-by": "kaitoctl",
+        "app.kubernetes.io/name": "kaito-workspace",
+        WORKSPACE_LABEL: ws.name,
+    }
+
+
+def canonical_json(ws: "Workspace") -> str:
+    """The Workspace as recorded on the workload: canonical, sorted, compact JSON."""
+    return json.dumps(ws.canonical(), sort_keys=True, separators=(",", ":"))
+
+
+def image_pull_policy(image: str) -> str:
+    """``Always`` for a ``latest`` or missing tag (it moves), ``IfNotPresent`` for pinned tags and digests."""
+    if "@" in image:
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]
+    tag = last.rsplit(":", 1)[1] if ":" in last else ""
+    return "Always" if tag in ("", "latest") else "IfNotPresent"
+
+
+def _metadata(ws: "Workspace", name: str, annotations: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if ws.metadata.namespace:
+        meta["namespace"] = ws.metadata.namespace
+    meta["labels"] = workspace_labels(ws)
+    if annotations:
+        meta["annotations"] = dict(sorted(annotations.items()))
+    return meta
+
+
+def _selector_expressions(ws: "Workspace") -> list[dict[str, Any]]:
+    """The whole labelSelector as node selector requirements (matchLabels -> In, then matchExpressions)."""
+    selector = ws.resource.labelSelector
+    if selector is None:
+        return []
+    exprs: list[dict[str, Any]] = [
+        {"key": key, "operator": "In", "values": [value]} for key, value in sorted((selector.matchLabels or {}).items())
+    ]
+    for req in selector.matchExpressions or []:
+        expr: dict[str, Any] = {"key": req.key, "operator": req.operator}
+        if req.operator in ("In", "NotIn"):
+            expr["values"] = list(req.values or [])
+        exprs.append(expr)
+    return exprs
+
+
+def node_affinity(ws: "Workspace") -> dict[str, Any]:
+    """Required affinity from the labelSelector and instance type; preferred affinity for preferredNodes.
+
+    KAITO's node check also accepts nodes that carry no instance-type label, so
+    the required part is two ORed terms: selector AND instance-type In [type],
+    or selector AND instance-type DoesNotExist.
+    """
+    instance_type = ws.resource.instanceType
+    # Each term gets its own copies: shared dicts would come out as YAML anchors.
+    terms = [
+        {
+            "matchExpressions": _selector_expressions(ws)
+            + [{"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [instance_type]}]
+        },
+        {"matchExpressions": _selector_expressions(ws) + [{"key": INSTANCE_TYPE_LABEL, "operator": "DoesNotExist"}]},
+    ]
+    affinity: dict[str, Any] = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}
+    preferred = sorted(set(ws.resource.preferredNodes or []))
+    if preferred:
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
+            {
+                "weight": 100,
+                "preference": {"matchExpressions": [{"key": HOSTNAME_LABEL, "operator": "In", "values": preferred}]},
+            }
+        ]
+    return affinity
+
+
+def _merge_tolerations(existing: Optional[list[Any]]) -> list[Any]:
+    merged = list(existing or [])
+    for toleration in GPU_TOLERATIONS:
+        if toleration not in merged:
+            merged.append(dict(toleration))
+    return merged
+
+
+def _service(ws: "Workspace", distributed: bool, target_port: int) -> dict[str, Any]:
+    """The client-facing Service ``<ws>``: port 80 (http) to the server; only ready pods get traffic."""
+    annotations = ws.metadata.annotations or {}
+    selector = {WORKSPACE_LABEL: ws.name}
+    if distributed:
+        # Only rank 0 (pod <ws>-0) serves the generation API.
+        selector[POD_NAME_LABEL] = f"{ws.name}-0"
+    spec: dict[str, Any] = {
+        "type": "LoadBalancer" if annotations.get(ENABLE_LB_ANNOTATION) == "True" else "ClusterIP",
+        "selector": selector,
+        "ports": [{"name": "http", "protocol": "TCP", "port": SERVICE_PORT, "targetPort": target_port}],
+    }
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(ws, ws.name), "spec": spec}
+
+
+def _headless_service(ws: "Workspace") -> dict[str, Any]:
+    """``<ws>-headless``: stable DNS for the torchrun rendezvous, published before pods are ready."""
+    spec = {
+        "clusterIP": "None",
+        "publishNotReadyAddresses": True,
+        "selector": {WORKSPACE_LABEL: ws.name},
+        "ports": [{"name": "torchrun", "protocol": "TCP", "port": TORCHRUN_PORT, "targetPort": TORCHRUN_PORT}],
+    }
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(ws, f"{ws.name}-headless"), "spec": spec}
+
+
+def _deployment(ws: "Workspace", plan: Plan, pod_template: dict[str, Any], readiness_seconds: int) -> dict[str, Any]:
+    if plan.strategy == "RollingUpdate":
+        strategy: dict[str, Any] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    else:
+        strategy = {"type": "Recreate"}
+    spec = {
+        "replicas": ws.resource.count,
+        "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
+        "progressDeadlineSeconds": readiness_seconds + PULL_ALLOWANCE_SECONDS,
+        "selector": {"matchLabels": {WORKSPACE_LABEL: ws.name}},
+        "strategy": strategy,
+        "template": pod_template,
+    }
+    meta = _metadata(ws, ws.name, {WORKSPACE_ANNOTATION: canonical_json(ws)})
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+# --- custom pod template ------------------------------------------------------------------------
+
+
+def _merge_node_affinity(user: Optional[dict[str, Any]], ours: dict[str, Any]) -> dict[str, Any]:
+    """AND our node affinity with the user's: every user term crossed with every one of ours.
+
+    Node selector terms are ORed and expressions inside a term ANDed, so the
+    cross product keeps exactly the nodes both sides allow. Preferred terms add up.
+    """
+    user = user or {}
+    merged: dict[str, Any] = {}
+    user_required = (user.get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []
+    our_terms = ours["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    if user_required:
+        terms = []
+        for user_term in user_required:
+            for our_term in our_terms:
+                term = copy.deepcopy(user_term)
+                term["matchExpressions"] = list(term.get("matchExpressions") or []) + copy.deepcopy(
+                    our_term["matchExpressions"]
+                )
+                terms.append(term)
+    else:
+        terms = our_terms
+    merged["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
+    preferred = list(user.get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+    preferred += ours.get("preferredDuringSchedulingIgnoredDuringExecution", [])
+    if preferred:
+        merged["preferredDuringSchedulingIgnoredDuringExecution"] = preferred
+    return merged
+
+
+def _template_target_port(spec: dict[str, Any]) -> int:
+    """The Service targets the template's first declared containerPort, else the server port 5000."""
+    for container in spec.get("containers") or []:
+        for port in container.get("ports") or []:
+            if isinstance(port, dict) and isinstance(port.get("containerPort"), int):
+                return port["containerPort"]
+    return SERVER_PORT
+
+
+def _render_template(ws: "Workspace", plan: Plan) -> list[dict]:
+    """KAITO's custom template: the user's pod, our labels, placement, tolerations and Service."""
+    if ws.adapters:
+        raise InvalidWorkspace(
+            f"workspace {ws.name!r}: inference.adapters: adapters need a preset; a custom template runs its own server",
+            hint="remove inference.adapters, or use inference.preset",
+        )
+    template = copy.deepcopy(ws.inference.template)  # type: ignore[union-attr]
+    spec = template.get("spec") if isinstance(template, dict) else None
+    if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list) or not spec["containers"]:
+        raise InvalidWorkspace(
+            f"workspace {ws.name!r}: inference.template.spec.containers: a pod template needs at least one container",
+        )
+    meta = template.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
+    meta["labels"] = {**(meta.get("labels") or {}), **workspace_labels(ws)}
+    affinity = dict(spec.get("affinity") or {})
+    affinity["nodeAffinity"] = _merge_node_affinity(affinity.get("nodeAffinity"), node_affinity(ws))
+    spec["affinity"] = affinity
+    spec["tolerations"] = _merge_tolerations(spec.get("tolerations"))
+    pod_template = {"metadata": meta, "spec": spec}
+    return [
+        _service(ws, distributed=False, target_port=_template_target_port(spec)),
+        _deployment(ws, plan, pod_template, TEMPLATE_READINESS_SECONDS),
+    ]
+
+
+# --- presets ------------------------------------------------------------------------------------
+
+
+def _preset(ws: "Workspace") -> "Preset":
+    from kaitoctl.catalog import get_preset
+
+    name = ws.preset_name or ""
+    preset = get_preset(name)
+    if preset is None:
+        raise InvalidWorkspace(
+            f"workspace {ws.name!r}: inference.preset.name: Unsupported inference preset name {name}",
+            hint="run `kaitoctl presets list` for the valid names",
+        )
+    return preset
+
+
+def _model_image(ws: "Workspace", preset: "Preset", registry: Optional[str]) -> tuple[str, list[str]]:
+    """The model image and its pull secrets: the user's image in private mode (as KAITO), else ours."""
+    spec = ws.inference.preset  # type: ignore[union-attr]
+    options = spec.presetOptions if spec else None
+    if spec is not None and spec.accessMode == "private":
+        if not options or not options.image:
+            raise InvalidWorkspace(
+                f"workspace {ws.name!r}: inference.preset.presetOptions.image: "
+                "When AccessMode is private, an image must be provided in PresetOptions",
+            )
+        return options.image, list(options.imagePullSecrets or [])
+    return preset.image(registry), []
+
+
+def _adapters_env(ws: "Workspace") -> str:
+    """KAITOCTL_ADAPTERS: compact JSON list of {name, strength} in spec order (strength a number)."""
+    entries = []
+    for index, adapter in enumerate(ws.adapters):
+        strength = adapter.strength_value
+        if not math.isfinite(strength):
+            raise InvalidWorkspace(
+                f"workspace {ws.name!r}: inference.adapters[{index}].strength: {adapter.strength!r} is not a number",
+                hint='write a number between 0 and 1, for example strength: "0.5"',
+            )
+        entries.append({"name": adapter.name, "strength": strength})
+    return json.dumps(entries, separators=(",", ":"))
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+    }
+
+
+def _adapter_init_containers(ws: "Workspace") -> list[dict[str, Any]]:
+    """One copy-tool init container, then one per adapter copying its image's /data, argv only.
+
+    The adapter containers run the static busybox from the tools volume, so
+    they need nothing from the adapter image but /data (FROM scratch works).
+    ``cp -r /data/. DIR`` copies the contents (dotfiles too) and is idempotent
+    when the pod's init containers run again over the same emptyDir.
+    """
+    adapters = ws.adapters
+    if not adapters:
+        return []
+    tool_image = os.environ.get(COPY_TOOL_IMAGE_ENV) or COPY_TOOL_IMAGE
+    busybox = f"{TOOLS_DIR}/busybox"
+    containers: list[dict[str, Any]] = [
+        {
+            "name": COPY_TOOL_CONTAINER,
+            "image": tool_image,
+            "imagePullPolicy": image_pull_policy(tool_image),
+            "command": ["/bin/busybox", "cp", "/bin/busybox", busybox],
+            "volumeMounts": [{"name": TOOLS_VOLUME, "mountPath": TOOLS_DIR}],
+            "securityContext": _security_context(),
+        }
+    ]
+    for index, adapter in enumerate(adapters):
+        _check_adapter(ws, index, adapter)
+        image = adapter.source.image  # type: ignore[union-attr]
+        containers.append(
+            {
+                "name": adapter.name,
+                "image": image,
+                "imagePullPolicy": image_pull_policy(image),  # type: ignore[arg-type]
+                "command": [busybox, "cp", "-r", "/data/.", f"{ADAPTER_DIR}/{adapter.name}"],
+                "volumeMounts": [
+                    {"name": ADAPTER_VOLUME, "mountPath": ADAPTER_DIR},
+                    {"name": TOOLS_VOLUME, "mountPath": TOOLS_DIR, "readOnly": True},
+                ],
+                "securityContext": _security_context(),
+            }
+        )
+    return containers
+
+
+def _check_adapter(ws: "Workspace", index: int, adapter: "AdapterSpec") -> None:
+    """Guards against what would make an invalid pod (validation reports these with line numbers)."""
+    path = f"inference.adapters[{index}]"
+    if adapter.source is None or not adapter.source.image:
+        raise InvalidWorkspace(
+            f"workspace {ws.name!r}: {path}.source.image: Image of Adapter field must be specified",
+            hint="kaitoctl copies adapters from images; urls and volumeSource are not supported",
+        )
+    if adapter.name in ("", ws.name, COPY_TOOL_CONTAINER):
+        raise InvalidWorkspace(
+            f"workspace {ws.name!r}: {path}.source.name: {adapter.name!r} cannot name an init container "
+            f"(it must be non-empty and differ from the workspace name and {COPY_TOOL_CONTAINER!r})",
+            hint="rename the adapter",
+        )
+
+
+def _pull_secrets(ws: "Workspace", preset_secrets: list[str]) -> list[dict[str, str]]:
+    names = set(preset_secrets)
+    for adapter in ws.adapters:
+        if adapter.source is not None:
+            names.update(adapter.source.imagePullSecrets or [])
+    return [{"name": name} for name in sorted(names)]
+
+
+def _probe(period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": HEALTH_PATH, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+        "failureThreshold": failures,
+    }
+
+
+def torchrun_args(ws: "Workspace", preset: "Preset") -> list[str]:
+    """torchrun flags for this workspace alone (sorted), then the server module.
+
+    Node rank comes from the pod's ordinal and the rendezvous is pod 0 through
+    the headless Service, so nothing is shared between workspaces (KAITO
+    mutates package-level maps here).
+    """
+    count = max(ws.resource.count, 1)
+    flags = {
+        "master_addr": f"{ws.name}-0.{ws.name}-headless.$(KAITOCTL_NAMESPACE).svc.cluster.local",
+        "master_port": str(TORCHRUN_PORT),
+        "nnodes": str(count),
+        "node_rank": "$(KAITOCTL_NODE_RANK)",
+        "nproc_per_node": str(preset.world_size // count),
+    }
+    return [f"--{key}={value}" for key, value in sorted(flags.items())] + ["-m", "kaitoctl_server"]
+
+
+def _main_env(ws: "Workspace", preset: "Preset") -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "HF_HOME", "value": "/tmp/huggingface"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "KAITOCTL_ADAPTERS", "value": _adapters_env(ws)},
+        {"name": "KAITOCTL_ADAPTER_DIR", "value": ADAPTER_DIR},
+        {"name": "KAITOCTL_BIND", "value": f"0.0.0.0:{SERVER_PORT}"},
+        {"name": "KAITOCTL_DTYPE", "value": preset.dtype},
+        {"name": "KAITOCTL_MODEL", "value": MODEL_DIR},
+        {"name": "KAITOCTL_PIPELINE", "value": preset.pipeline},
+    ]
+    if preset.trust_remote_code:
+        env.append({"name": "KAITOCTL_TRUST_REMOTE_CODE", "value": "true"})
+    secret = (ws.metadata.annotations or {}).get(API_KEY_SECRET_ANNOTATION)
+    if secret:
+        env.append(
+            {"name": "KAITOCTL_API_KEY", "valueFrom": {"secretKeyRef": {"name": secret, "key": API_KEY_SECRET_KEY}}}
+        )
+    if preset.distributed:
+        env.append({"name": "KAITOCTL_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}})
+        env.append(
+            {
+                "name": "KAITOCTL_NODE_RANK",
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}},
+            }
+        )
+    return sorted(env, key=lambda item: item["name"])
+
+
+def _main_container(ws: "Workspace", preset: "Preset", plan: Plan, image: str) -> dict[str, Any]:
+    ports = [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}]
+    if preset.distributed:
+        command = ["torchrun"]
+        args = torchrun_args(ws, preset)
+        ports.append({"name": "torchrun", "containerPort": TORCHRUN_PORT, "protocol": "TCP"})
+    else:
+        command = ["gunicorn"]
+        args = ["--config", "python:kaitoctl_server.gunicorn_conf", "kaitoctl_server.wsgi:app"]
+    gpus = str(plan.gpus_per_pod)
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
+    if ws.adapters:
+        mounts.insert(0, {"name": ADAPTER_VOLUME, "mountPath": ADAPTER_DIR, "readOnly": True})
+    startup_failures = math.ceil(preset.readiness_timeout_seconds / STARTUP_PERIOD_SECONDS)
+    return {
+        "name": ws.name,
+        "image": image,
+        "imagePullPolicy": image_pull_policy(image),
+        "command": command,
+        "args": args,
+        "ports": ports,
+        "env": _main_env(ws, preset),
+        "resources": {"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}},
+        "volumeMounts": mounts,
+        "startupProbe": _probe(STARTUP_PERIOD_SECONDS, startup_failures),
+        "livenessProbe": _probe(10, 3),
+        "readinessProbe": _probe(5, 3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "securityContext": _security_context(),
+    }
+
+
+def _volumes(ws: "Workspace") -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
+    ]
+    if ws.adapters:
+        volumes.append({"name": ADAPTER_VOLUME, "emptyDir": {}})
+        volumes.append({"name": TOOLS_VOLUME, "emptyDir": {"sizeLimit": TOOLS_SIZE}})
+    return sorted(volumes, key=lambda item: item["name"])
+
+
+def _preset_pod_template(ws: "Workspace", preset: "Preset", plan: Plan, registry: Optional[str]) -> dict[str, Any]:
+    image, preset_secrets = _model_image(ws, preset, registry)
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_ID,
+            "runAsGroup": RUN_AS_ID,
+            "fsGroup": RUN_AS_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "affinity": {"nodeAffinity": node_affinity(ws)},
+        "tolerations": [dict(t) for t in GPU_TOLERATIONS],
+    }
+    secrets = _pull_secrets(ws, preset_secrets)
+    if secrets:
+        spec["imagePullSecrets"] = secrets
+    init_containers = _adapter_init_containers(ws)
+    if init_containers:
+        spec["initContainers"] = init_containers
+    spec["containers"] = [_main_container(ws, preset, plan, image)]
+    spec["volumes"] = _volumes(ws)
+    spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
+    return {"metadata": {"labels": workspace_labels(ws)}, "spec": spec}
+
+
+def _statefulset(ws: "Workspace", pod_template: dict[str, Any]) -> dict[str, Any]:
+    spec = {
+        "replicas": ws.resource.count,
+        "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
+        "serviceName": f"{ws.name}-headless",
+        "podManagementPolicy": "Parallel",
+        "selector": {"matchLabels": {WORKSPACE_LABEL: ws.name}},
+        "updateStrategy": {"type": "RollingUpdate"},
+        "template": pod_template,
+    }
+    meta = _metadata(ws, ws.name, {WORKSPACE_ANNOTATION: canonical_json(ws)})
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": spec}
+
+
+def _render_preset(ws: "Workspace", plan: Plan, registry: Optional[str]) -> list[dict]:
+    preset = _preset(ws)
+    pod_template = _preset_pod_template(ws, preset, plan, registry)
+    if preset.distributed:
+        return [
+            _service(ws, distributed=True, target_port=SERVER_PORT),
+            _headless_service(ws),
+            _statefulset(ws, pod_template),
+        ]
+    return [
+        _service(ws, distributed=False, target_port=SERVER_PORT),
+        _deployment(ws, plan, pod_template, preset.readiness_timeout_seconds),
+    ]
