@@ -1,37 +1,728 @@
-"""Validation: every rule of KAITO's webhook, plus what KAITO misses (placeholder rules; being completed)."""
+"""Validation: every rule of KAITO's webhook, plus what KAITO misses.
+
+KAITO's rules (kaito-facts §2) keep KAITO's message text, so that users who
+search for it find it; each message then says how to fix the problem. The
+rules KAITO lacks (§2.6, §10) follow the same style. Every rule runs, and every
+finding comes back at once, errors and warnings both: the caller decides what
+fails (warnings only fail with ``--strict``).
+
+Where kaitoctl deliberately differs from KAITO (docs/workspace.md lists them):
+adapter checks run on create as well as update; GPU memory is compared exactly
+in bytes; unknown instance types are a warning, not an error; all
+matchExpressions operators are accepted and honoured; the workspace name must
+work as a Service name.
+"""
 
 from __future__ import annotations
 
-import sys
-from typing import Callable, Optional
+import difflib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Literal, Optional
 
+from kaitoctl import catalog
 from kaitoctl.errors import InvalidWorkspace
-from kaitoctl.loader import Finding, LoadedDocument, load_file
-from kaitoctl.workspace import Workspace
+from kaitoctl.loader import Finding, LoadedDocument, Path, format_path, load_file, show_value
+from kaitoctl.workspace import DEFAULT_INSTANCE_TYPE, MAX_ADAPTERS, Workspace
+
+# Kubernetes name grammars (k8s.io/apimachinery/pkg/util/validation).
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_MAX = 63
+SUBDOMAIN_MAX = 253
+# A StatefulSet's pods carry controller-revision-hash=<name>-<10-character hash>, a label value
+# (at most 63 characters): a StatefulSet name longer than 52 characters cannot run pods.
+STATEFULSET_NAME_MAX = 52
+HEADLESS_SUFFIX = "-headless"
+INT32_MAX = 2**31 - 1
+# Kubernetes limits the annotations of one object to 256 KiB in total; the applied Workspace
+# travels with its workload as an annotation holding its canonical JSON.
+MAX_CANONICAL_BYTES = 256 * 1024 - 4 * 1024
+
+# Image references (github.com/distribution/reference).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_IMAGE_REF = re.compile(
+    rf"^(?P<name>(?:(?P<domain>{_DOMAIN})/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$"
+)
+_DECIMAL = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+_VALID_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+@dataclass
+class _Context:
+    """What every rule needs: the workspace, where its fields were written, and the findings so far."""
+
+    ws: Workspace
+    doc: Optional[LoadedDocument]
+    raw: dict[str, Any]
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, severity: Literal["error", "warning"], path: Path, message: str, *, key: bool = False) -> None:
+        if self.doc is not None:
+            self.findings.append(self.doc.finding(severity, path, message, key=key))
+        else:
+            where = f"workspace/{self.ws.name}" if self.ws.name else "<workspace>"
+            self.findings.append(Finding(severity, format_path(path), message, where, None, None))
+
+    def error(self, path: Path, message: str, *, key: bool = False) -> None:
+        self.add("error", path, message, key=key)
+
+    def warning(self, path: Path, message: str, *, key: bool = False) -> None:
+        self.add("warning", path, message, key=key)
+
+    def raw_at(self, path: Path) -> tuple[bool, Any]:
+        """(written?, value) for ``path`` in the data as the user wrote it."""
+        node: Any = self.raw
+        for part in path:
+            if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+                node = node[part]
+            elif isinstance(part, str) and isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                return False, None
+        return True, node
+
+    @property
+    def preset(self) -> Optional[catalog.Preset]:
+        name = self.ws.preset_name
+        return catalog.presets().get(name) if name else None
+
+    @property
+    def sku(self) -> Optional[catalog.Sku]:
+        return catalog.get_sku(self.ws.resource.instanceType)
+
+
+# --------------------------------------------------------------------------------------------------
+# Name helpers
+
+
+def _label_problem(name: str, *, what: str, dns1035: bool = False, max_len: int = LABEL_MAX,
+                   purpose: str = "") -> Optional[str]:
+    """Why ``name`` is not a DNS label (None when it is one), in words, with a suggestion."""
+    if not name:
+        return f"{what} must not be empty"
+    problems = []
+    if len(name) > max_len:
+        problems.append(f"is {len(name)} characters long (at most {max_len})")
+    pattern = _DNS1035_LABEL if dns1035 else _DNS1123_LABEL
+    if not pattern.match(name):
+        if name != name.lower():
+            problems.append("contains upper-case letters")
+        if re.search(r"[^A-Za-z0-9-]", name):
+            problems.append("contains characters other than letters, digits and '-'")
+        if dns1035 and not name[:1].isalpha():
+            problems.append("does not start with a letter")
+        elif not name[:1].isalnum():
+            problems.append("does not start with a letter or digit")
+        if not name[-1:].isalnum():
+            problems.append("does not end with a letter or digit")
+    if not problems:
+        return None
+    kind = "DNS-1035 label" if dns1035 else "DNS-1123 label"
+    rule = ("lower-case letters, digits and '-', starting with a letter and ending with a letter or digit"
+            if dns1035 else "lower-case letters, digits and '-', starting and ending with a letter or digit")
+    message = (f"{what} {show_value(name)} {', '.join(problems)}: it must be a {kind} ({rule}, at most "
+               f"{max_len} characters){purpose}")
+    suggestion = _suggest_label(name, dns1035=dns1035, max_len=max_len)
+    if suggestion and suggestion != name:
+        message += f"; for example {show_value(suggestion)}"
+    return message
+
+
+def _suggest_label(name: str, *, dns1035: bool, max_len: int) -> str:
+    text = re.sub(r"[^a-z0-9-]+", "-", name.lower())
+    text = re.sub(r"^[^a-z0-9]+", "", text)
+    if dns1035:
+        text = re.sub(r"^[^a-z]+", "", text)
+    return text[:max_len].rstrip("-")
+
+
+def _qualified_name_problem(key: str) -> Optional[str]:
+    """Why ``key`` is not a valid label or annotation key (None when it is)."""
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and not prefix:
+        return "the prefix before '/' must not be empty"
+    if prefix and (len(prefix) > SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.match(prefix)):
+        return f"the prefix {show_value(prefix)} must be a DNS subdomain (lower-case, e.g. example.com)"
+    if not name or len(name) > LABEL_MAX or not _QUALIFIED_NAME.match(name):
+        return ("the name part must be 1-63 characters of letters, digits, '-', '_' and '.', starting and ending "
+                "with a letter or digit")
+    return None
+
+
+def _label_value_problem(value: str) -> Optional[str]:
+    if len(value) > LABEL_MAX or not _LABEL_VALUE.match(value):
+        return ("a label value must be at most 63 characters of letters, digits, '-', '_' and '.', starting and "
+                "ending with a letter or digit (or empty)")
+    return None
+
+
+def _check_secret_names(ctx: _Context, path: Path, names: Optional[list[str]]) -> None:
+    seen: set[str] = set()
+    for i, secret in enumerate(names or []):
+        if not secret or len(secret) > SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.match(secret):
+            ctx.error(path + (i,), f"image pull secret name {show_value(secret)} is not a valid Secret name (a DNS "
+                                   "subdomain: lower-case letters, digits, '-' and '.')")
+        elif secret in seen:
+            ctx.warning(path + (i,), f"image pull secret {show_value(secret)} is listed twice")
+        seen.add(secret)
+
+
+def image_problem(ref: str) -> tuple[Optional[str], Optional[str]]:
+    """(error, warning) for an image reference; both None when it is fine.
+
+    Tags and digests are both accepted (KAITO's pattern refuses digests). A
+    reference with neither gets a warning: it means ``:latest``, which moves.
+    """
+    if not ref or ref != ref.strip():
+        return "image reference must not be empty or have surrounding spaces", None
+    match = _IMAGE_REF.match(ref)
+    if not match:
+        hint = ""
+        if re.search(r"[A-Z]", ref.split("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]):
+            hint = ": repository names must be lower-case"
+        elif "://" in ref:
+            hint = ": give the reference without a scheme (no https://)"
+        return (f"invalid image reference {show_value(ref)}{hint}; expected registry/repository:tag or "
+                "registry/repository@sha256:<digest>"), None
+    if len(match.group("name")) > 255:
+        return f"image repository name is {len(match.group('name'))} characters long (at most 255)", None
+    if not match.group("tag") and not match.group("digest"):
+        return None, (f"image {show_value(ref)} has no tag or digest, so Kubernetes pulls :latest, which can change "
+                      "under a running workspace: pin a tag or a digest")
+    return None, None
+
+
+# --------------------------------------------------------------------------------------------------
+# Rules. Each takes the context and records findings; RULES runs them in order.
+
+
+def _rule_top_level(ctx: _Context) -> None:
+    ws = ctx.ws
+    if ws.inference is None and ws.tuning is None:
+        ctx.error((), "Either Inference or Tuning must be specified, not neither: add an inference: section with a "
+                      "preset (kaitoctl presets list) or a pod template")
+    elif ws.inference is not None and ws.tuning is not None:
+        ctx.error(("tuning",), "Either Inference or Tuning must be specified, but not both: remove tuning: "
+                               "(kaitoctl runs inference workspaces only)", key=True)
+    elif ws.tuning is not None:
+        ctx.error(("tuning",), "tuning is not supported by kaitoctl: it runs inference workspaces only; run tuning "
+                               "jobs with KAITO itself", key=True)
+
+
+def _rule_metadata(ctx: _Context) -> None:
+    ws, meta = ctx.ws, ctx.ws.metadata
+    if not meta.name:
+        ctx.error(("metadata", "name"), "metadata.name is required: name the workspace (it names its Service and "
+                                        "pods), e.g. workspace-falcon-7b")
+    else:
+        problem = _label_problem(meta.name, what="workspace name", dns1035=True,
+                                 purpose=", because it names the workspace's Service and pods")
+        if problem:
+            ctx.error(("metadata", "name"), problem)
+        preset = ctx.preset
+        if not problem and preset is not None and preset.distributed and len(meta.name) > STATEFULSET_NAME_MAX:
+            ctx.error(("metadata", "name"),
+                      f"workspace name {show_value(meta.name)} is {len(meta.name)} characters long; preset "
+                      f"{preset.name} is distributed and runs as a StatefulSet (with a headless Service "
+                      f"{meta.name + HEADLESS_SUFFIX!r}), whose pods carry the label controller-revision-hash="
+                      f"<name>-<hash>: the name can have at most {STATEFULSET_NAME_MAX} characters")
+    if meta.namespace is not None:
+        problem = _label_problem(meta.namespace, what="namespace")
+        if problem:
+            ctx.error(("metadata", "namespace"), problem)
+    for key, value in (meta.labels or {}).items():
+        problem = _qualified_name_problem(key)
+        if problem:
+            ctx.error(("metadata", "labels", key), f"invalid label key {show_value(key)}: {problem}", key=True)
+        problem = _label_value_problem(value)
+        if problem:
+            ctx.error(("metadata", "labels", key), f"invalid value {show_value(value)} for label {key}: {problem}")
+    for key, value in (meta.annotations or {}).items():
+        problem = _qualified_name_problem(key)
+        if problem:
+            ctx.error(("metadata", "annotations", key), f"invalid annotation key {show_value(key)}: {problem}", key=True)
+        if key == "kaito.sh/enablelb" and value not in ("True", "False"):
+            ctx.warning(("metadata", "annotations", key),
+                        f"kaito.sh/enablelb is {show_value(value)}: KAITO makes the Service a LoadBalancer only for "
+                        "the exact value \"True\"")
+    if ws.inference is not None or ws.tuning is not None:
+        size = len(json.dumps(ws.canonical(), separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if size > MAX_CANONICAL_BYTES:
+            ctx.error((), f"the Workspace is {size} bytes as JSON: kaitoctl records the applied Workspace in an "
+                          "annotation of its workload, and Kubernetes allows at most 256 KiB of annotations per "
+                          f"object; keep it under {MAX_CANONICAL_BYTES} bytes")
+
+
+def _rule_resource(ctx: _Context) -> None:
+    res = ctx.ws.resource
+    if res.count < 1:
+        ctx.error(("resource", "count"), f"count must be at least 1, found {res.count}: it is the number of GPU nodes "
+                                         "(and of replicas for presets that are not distributed)")
+    elif res.count > INT32_MAX:
+        ctx.error(("resource", "count"), f"count {res.count} is larger than Kubernetes' replica limit ({INT32_MAX})")
+    written, _ = ctx.raw_at(("resource", "instanceType"))
+    if not written:
+        sku = catalog.get_sku(DEFAULT_INSTANCE_TYPE)
+        what = f" ({sku.gpu_count} × {sku.gpu_model})" if sku else ""
+        ctx.warning(("resource",), f"resource.instanceType is not set: KAITO's default {DEFAULT_INSTANCE_TYPE}{what} "
+                                   "is assumed; set it to the instance type of your GPU nodes")
+    elif not res.instanceType.strip():
+        ctx.error(("resource", "instanceType"), "instanceType is empty: set it to the instance type of your GPU nodes "
+                                                f"(see kaitoctl skus list), or omit it for KAITO's default "
+                                                f"{DEFAULT_INSTANCE_TYPE}")
+    elif ctx.sku is None:
+        message = (f"instance type {show_value(res.instanceType)} is not in kaitoctl's catalog, so the GPU fit is "
+                   "unchecked here (the preflight checks the nodes' GPUs against the cluster)")
+        close = difflib.get_close_matches(res.instanceType, list(catalog.skus()), n=1, cutoff=0.85)
+        lower = [name for name in catalog.skus() if name.lower() == res.instanceType.lower()]
+        if lower or close:
+            message += f"; did you mean {(lower or close)[0]}?"
+        else:
+            message += "; see kaitoctl skus list"
+        ctx.warning(("resource", "instanceType"), message)
+    _check_selector(ctx)
+    seen: set[str] = set()
+    for i, node in enumerate(res.preferredNodes or []):
+        if not node or len(node) > SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.match(node):
+            ctx.error(("resource", "preferredNodes", i), f"{show_value(node)} is not a valid node name (a DNS "
+                                                         "subdomain: lower-case letters, digits, '-' and '.')")
+        elif node in seen:
+            ctx.warning(("resource", "preferredNodes", i), f"node {show_value(node)} is listed twice")
+        seen.add(node)
+
+
+def _check_selector(ctx: _Context) -> None:
+    selector = ctx.ws.resource.labelSelector
+    base: Path = ("resource", "labelSelector")
+    if selector is None:
+        ctx.error(base, "labelSelector is required (KAITO's CRD requires it): it selects the GPU nodes to run on, "
+                        "e.g. labelSelector: {matchLabels: {apps: falcon-7b}}")
+        return
+    if not selector.matchLabels and not selector.matchExpressions:
+        ctx.error(base, "labelSelector is empty: an empty selector matches every node in the cluster; add "
+                        "matchLabels (or matchExpressions) that select your GPU nodes")
+        return
+    for key, value in (selector.matchLabels or {}).items():
+        problem = _qualified_name_problem(key)
+        if problem:
+            ctx.error(base + ("matchLabels", key), f"invalid label key {show_value(key)}: {problem}", key=True)
+        problem = _label_value_problem(value)
+        if problem:
+            ctx.error(base + ("matchLabels", key), f"invalid value {show_value(value)} for label {key}: {problem}")
+    for i, expr in enumerate(selector.matchExpressions or []):
+        path = base + ("matchExpressions", i)
+        problem = _qualified_name_problem(expr.key)
+        if problem:
+            ctx.error(path + ("key",), f"invalid label key {show_value(expr.key)}: {problem}")
+        values = expr.values or []
+        if expr.operator in ("In", "NotIn") and not values:
+            ctx.error(path + ("values",), f"values must be given (at least one) when operator is {expr.operator}")
+        if expr.operator in ("Exists", "DoesNotExist") and expr.values is not None and values:
+            ctx.error(path + ("values",), f"values must be empty when operator is {expr.operator}: remove them")
+        for j, value in enumerate(values):
+            problem = _label_value_problem(value)
+            if problem:
+                ctx.error(path + ("values", j), f"invalid value {show_value(value)}: {problem}")
+        if not (expr.operator == "In" and len(values) == 1):
+            ctx.warning(path, f"matchExpressions with operator {expr.operator}"
+                              f"{' and several values' if expr.operator == 'In' else ''} is honoured by kaitoctl "
+                              "(node affinity and preflight), but KAITO's webhook rejects it (\"Only allow "
+                              "matchLabels or 'IN' matchExpression\" with one value): not portable to KAITO")
+
+
+def _rule_inference(ctx: _Context) -> None:
+    inf = ctx.ws.inference
+    if inf is None:
+        return
+    if inf.preset is None and inf.template is None:
+        ctx.error(("inference",), "Preset or Template must be specified: add inference.preset.name (see kaitoctl "
+                                  "presets list) or an inference.template pod template")
+    elif inf.preset is not None and inf.template is not None:
+        ctx.error(("inference", "template"), "Preset and Template cannot be set at the same time: keep one of "
+                                             "inference.preset and inference.template", key=True)
+    if inf.preset is not None:
+        _check_preset(ctx)
+    if inf.template is not None:
+        _check_template(ctx, inf.template)
+        if inf.preset is None and inf.adapters:
+            ctx.error(("inference", "adapters"), "adapters need a preset: with a custom pod template kaitoctl runs "
+                                                 "your pod as written and cannot load adapters into it", key=True)
+
+
+def _check_preset(ctx: _Context) -> None:
+    spec = ctx.ws.inference.preset  # type: ignore[union-attr]
+    assert spec is not None
+    base: Path = ("inference", "preset")
+    preset = ctx.preset
+    if preset is None:
+        names = list(catalog.presets())
+        if not spec.name:
+            message = "preset name must not be empty"
+        else:
+            message = f"Unsupported inference preset name {spec.name}"
+        lower = catalog.presets().get(spec.name.lower())
+        close = [lower.name] if lower else difflib.get_close_matches(spec.name, names, n=1, cutoff=0.6)
+        if close:
+            message += f" (did you mean {close[0]}?)"
+        ctx.error(base + ("name",), f"{message}; valid names: {', '.join(names)}")
+        return
+    options = spec.presetOptions
+    image = options.image if options else None
+    if preset.access == "private" and spec.accessMode != "private":
+        ctx.error(base + ("accessMode",),
+                  "This preset only supports private AccessMode, AccessMode must be private to continue: "
+                  f"{preset.name}'s weights are not redistributable; build its image, then set accessMode: private "
+                  "and presetOptions.image")
+    if spec.accessMode == "private":
+        if not image:
+            ctx.error(base + ("presetOptions", "image"),
+                      "When AccessMode is private, an image must be provided in PresetOptions: set "
+                      "presetOptions.image to the image you built (e.g. myregistry.azurecr.io/"
+                      f"{preset.name}:0.0.3)")
+    elif image:
+        ctx.warning(base + ("presetOptions", "image"),
+                    "presetOptions.image is ignored when accessMode is public (as in KAITO): set accessMode: private "
+                    "to run this image")
+    if image:
+        error, warning = image_problem(image)
+        if error:
+            ctx.error(base + ("presetOptions", "image"), error)
+        elif warning:
+            ctx.warning(base + ("presetOptions", "image"), warning)
+    if options is not None:
+        _check_secret_names(ctx, base + ("presetOptions", "imagePullSecrets"), options.imagePullSecrets)
+
+
+def _check_template(ctx: _Context, template: dict[str, Any]) -> None:
+    """A light check of the pod template: enough that the Deployment built from it can be created."""
+    base: Path = ("inference", "template")
+    spec = template.get("spec")
+    if not isinstance(spec, dict):
+        ctx.error(base, "template must be a pod template with spec.containers (at least one container with a name "
+                        "and an image)")
+        return
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        ctx.error(base + ("spec",), "template.spec.containers must list at least one container (with a name and an "
+                                    "image)")
+        return
+    for i, container in enumerate(containers):
+        path = base + ("spec", "containers", i)
+        if not isinstance(container, dict):
+            ctx.error(path, "a container must be a mapping with a name and an image")
+            continue
+        name = container.get("name")
+        if not isinstance(name, str) or not name:
+            ctx.error(path, "container name is required")
+        else:
+            problem = _label_problem(name, what="container name")
+            if problem:
+                ctx.error(path + ("name",), problem)
+        image = container.get("image")
+        if not isinstance(image, str) or not image:
+            ctx.error(path, "container image is required")
+        else:
+            error, warning = image_problem(image)
+            if error:
+                ctx.error(path + ("image",), error)
+            elif warning:
+                ctx.warning(path + ("image",), warning)
+
+
+def _rule_adapters(ctx: _Context) -> None:
+    adapters = ctx.ws.adapters
+    base: Path = ("inference", "adapters")
+    if len(adapters) > MAX_ADAPTERS:
+        ctx.error(base, f"Number of Adapters exceeds the maximum limit, maximum of {MAX_ADAPTERS} allowed "
+                        f"(found {len(adapters)})", key=True)
+    seen: dict[str, int] = {}
+    for i, adapter in enumerate(adapters):
+        path = base + (i,)
+        source = adapter.source
+        if source is None:
+            ctx.error(path, "adapter has no source: give source.name and source.image")
+        else:
+            _check_adapter_source(ctx, path + ("source",), source)
+            name = source.name or ""
+            if name in seen:
+                ctx.error(path + ("source", "name"), f"Duplicate adapter source name found: {name} (also adapter "
+                                                     f"{seen[name]}): adapter names must be unique")
+            elif name:
+                seen[name] = i
+        _check_strength(ctx, path, adapter.strength, source.name if source and source.name else str(i))
+
+
+def _check_adapter_source(ctx: _Context, path: Path, source: Any) -> None:
+    name = source.name
+    if not name:
+        ctx.error(path + ("name",), "Name of Adapter field must be specified")
+    else:
+        problem = _label_problem(name, what="adapter name",
+                                 purpose=", because it names the adapter's init container and its directory")
+        if problem:
+            ctx.error(path + ("name",), f"Name of Adapter must be a valid DNS subdomain value: {problem}")
+        elif name == ctx.ws.name:
+            ctx.error(path + ("name",), f"adapter name {show_value(name)} is the workspace's name, which the main "
+                                        "container uses: rename the adapter")
+    kinds = [k for k, v in (("urls", source.urls), ("volumeSource", source.volumeSource), ("image", source.image))
+             if v is not None]
+    if len(kinds) > 1:
+        ctx.error(path, f"Exactly one of URLs, Volume, or Image must be specified (found {', '.join(kinds)}): "
+                        "kaitoctl supports image adapters only; keep source.image")
+    if source.volumeSource is not None:
+        ctx.error(path + ("volumeSource",), "Volume support is not implemented yet: kaitoctl supports image "
+                                            "adapters only; package the adapter in an image under /data and set "
+                                            "source.image", key=True)
+    if source.urls is not None:
+        ctx.error(path + ("urls",), "URL adapters are not supported (by KAITO either): kaitoctl supports image "
+                                    "adapters only; package the adapter in an image under /data and set source.image",
+                  key=True)
+    if source.image is None:
+        if not kinds:
+            ctx.error(path + ("image",), "Image of Adapter field must be specified: the image that holds the adapter "
+                                         "files under /data")
+    else:
+        _check_adapter_image(ctx, path + ("image",), source.image)
+    _check_secret_names(ctx, path + ("imagePullSecrets",), source.imagePullSecrets)
+
+
+def _check_adapter_image(ctx: _Context, path: Path, image: str) -> None:
+    if not image:
+        ctx.error(path, "Image of Adapter field must be specified: the image that holds the adapter files under /data")
+        return
+    error, warning = image_problem(image)
+    if error:
+        ctx.error(path, error)
+        return
+    name = _IMAGE_REF.match(image).group("name")  # type: ignore[union-attr]
+    if "/" not in name:
+        ctx.error(path, f"Invalid image format, require full input image URL: {show_value(image)} has no registry or "
+                        "repository path (it would be pulled from Docker Hub's library/); give the full reference, "
+                        "e.g. myregistry.azurecr.io/adapters/my-adapter:0.0.1")
+    elif warning:
+        ctx.warning(path, warning)
+
+
+def _check_strength(ctx: _Context, path: Path, strength: Optional[str], name: str) -> None:
+    spath = path + ("strength",)
+    if strength is None:
+        return
+    written, raw = ctx.raw_at(spath)
+    if written and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        ctx.warning(spath, f"strength is written as a YAML number; KAITO's CRD types it as a string: write "
+                           f"strength: \"{strength}\"")
+    text = strength.strip()
+    if not _DECIMAL.match(text):
+        lowered = text.lower().lstrip("+-")
+        if lowered in ("nan", "inf", "infinity", ".nan", ".inf"):
+            ctx.error(spath, f"Strength value for Adapter '{name}' must be between 0 and 1: "
+                             f"{show_value(strength)} is not a finite number")
+        else:
+            ctx.error(spath, f"Invalid strength value for Adapter '{name}': {show_value(strength)} is not a number; "
+                             "write a number between 0 and 1 as a string, e.g. \"0.5\"")
+        return
+    value = float(text)
+    if not math.isfinite(value) or value < 0 or value > 1:
+        ctx.error(spath, f"Strength value for Adapter '{name}' must be between 0 and 1 (found {strength}): it "
+                         "scales the adapter's weights, 1.0 applies them fully")
+        return
+    if value != 1:
+        ctx.warning(spath, "strength is not portable to KAITO's vLLM runtime (it rejects adapter strength; KAITO's "
+                           "transformers runtime and kaitoctl honour it)")
+
+
+def _rule_gpu_fit(ctx: _Context) -> None:
+    """GPU count and memory of ``count`` nodes of the SKU against the preset, exactly in bytes.
+
+    Distributed presets spread ``world_size`` processes over ``count`` nodes, so
+    capacity adds up over nodes. Other presets run one whole copy of the model
+    per replica, each on one node: a single node must hold it (KAITO multiplies
+    by count there too, and by the GPU count a second time; both are wrong).
+    """
+    preset, sku, res = ctx.preset, ctx.sku, ctx.ws.resource
+    if preset is None or res.count < 1:
+        return
+    path: Path = ("resource", "instanceType")
+    if preset.distributed and preset.world_size % res.count:
+        divisors = [d for d in range(1, preset.world_size + 1) if preset.world_size % d == 0]
+        ctx.error(("resource", "count"),
+                  f"preset {preset.name} runs {preset.world_size} processes (its world size), which cannot be split "
+                  f"evenly over count {res.count} nodes: set count to one of {', '.join(map(str, divisors))}")
+        return
+    if sku is None:
+        return
+    if sku.vendor != "nvidia":
+        ctx.error(path, f"instance type {sku.name} has {sku.gpu_model} accelerators, not NVIDIA GPUs: kaitoctl's "
+                        "preset images need CUDA (nvidia.com/gpu); choose an NVIDIA instance type (kaitoctl skus list)")
+        return
+    nodes = res.count if preset.distributed else 1
+    per_node_note = "" if preset.distributed or res.count == 1 else (
+        f" (the preset is not distributed: each of the {res.count} replicas runs on one node)")
+    gpus = nodes * sku.gpu_count
+    if gpus < preset.gpu_count:
+        ctx.error(path, f"Insufficient number of GPUs: Instance type {sku.name} provides {gpus}, but preset "
+                        f"{preset.name} requires at least {preset.gpu_count}{per_node_note}: choose an instance type "
+                        "with more GPUs" + (" or raise count" if preset.distributed else ""))
+    if preset.distributed:
+        per_node = preset.world_size // res.count
+        if per_node > sku.gpu_count:
+            ctx.error(path, f"Insufficient number of GPUs per node: preset {preset.name} runs {preset.world_size} "
+                            f"processes over {res.count} node(s), {per_node} per node, but instance type {sku.name} "
+                            f"has {sku.gpu_count} GPU(s) per node: raise count or choose a larger instance type")
+    if preset.per_gpu_memory_bytes and sku.gpu_memory_per_gpu_bytes < preset.per_gpu_memory_bytes:
+        ctx.error(path, f"Insufficient per GPU memory: Instance type {sku.name} provides {sku.gpu_memory_per_gpu} per "
+                        f"GPU, but preset {preset.name} requires at least {preset.per_gpu_memory} per GPU: choose an "
+                        "instance type with larger GPUs")
+    total = nodes * sku.gpu_memory_total_bytes
+    if total < preset.total_gpu_memory_bytes:
+        ctx.error(path, f"Insufficient total GPU memory: Instance type {sku.name} has a total of "
+                        f"{catalog.format_bytes(total)}, but preset {preset.name} requires at least "
+                        f"{preset.total_gpu_memory}{per_node_note}: choose an instance type with more GPU memory"
+                        + (" or raise count" if preset.distributed else ""))
+
+
+RULES: tuple[Callable[[_Context], None], ...] = (
+    _rule_top_level,
+    _rule_metadata,
+    _rule_resource,
+    _rule_inference,
+    _rule_adapters,
+    _rule_gpu_fit,
+)
 
 
 def validate(ws: Workspace, doc: Optional[LoadedDocument] = None) -> list[Finding]:
-    """Every rule, all findings (errors and warnings)."""
-    return []
+    """Run every rule on ``ws``; return all findings (errors and warnings), in file order.
+
+    ``doc`` (from :func:`kaitoctl.loader.load_file`) supplies the file, line and
+    column of each finding and the data as written; without it, findings carry
+    only the field path.
+    """
+    raw = doc.data if doc is not None and isinstance(doc.data, dict) else ws.model_dump(exclude_unset=True)
+    ctx = _Context(ws, doc, raw)
+    for rule in RULES:
+        rule(ctx)
+    return _in_file_order(ctx.findings)
+
+
+def _in_file_order(findings: Iterable[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (f.line or 0, f.column or 0))
+
+
+def summary(ws: Workspace) -> str:
+    """One line for a valid workspace: ``workspace/NAME valid: preset falcon-7b, 1 × Standard_NC12s_v3, 2 adapters``."""
+    what = f"preset {ws.preset_name}" if ws.preset_name else "custom pod template"
+    count = len(ws.adapters)
+    adapters = f", {count} adapter{'s' if count != 1 else ''}" if count else ""
+    namespace = f" (namespace {ws.metadata.namespace})" if ws.metadata.namespace else ""
+    return f"workspace/{ws.name} valid{namespace}: {what}, {ws.resource.count} × {ws.resource.instanceType}{adapters}"
 
 
 def print_warning(finding: Finding) -> None:
-    """Default ``warn``: one line on stderr."""
-    print(f"kaitoctl: warning: {finding.format()}", file=sys.stderr)
+    """The default ``warn`` of :func:`load_workspaces`: one line on stderr."""
+    from kaitoctl.output import stderr_console
+
+    stderr_console().print(f"kaitoctl: {finding.format()}", markup=False)
+
+
+@dataclass
+class Report:
+    """Everything ``kaitoctl validate`` learnt about one file."""
+
+    file: str
+    documents: list[LoadedDocument]
+    findings: dict[int, list[Finding]]  # by document index
+
+    @property
+    def all_findings(self) -> list[Finding]:
+        return [f for doc in self.documents for f in self.findings[doc.index]]
+
+    def failing(self, strict: bool) -> list[Finding]:
+        return [f for f in self.all_findings if f.severity == "error" or strict]
+
+    @property
+    def workspaces(self) -> list[Workspace]:
+        return [d.workspace for d in self.documents if d.workspace is not None]
+
+
+def check_file(path: str) -> Report:
+    """Load and validate every document of ``path``; collect every finding without raising."""
+    documents = load_file(path)
+    findings: dict[int, list[Finding]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for doc in documents:
+        found = list(doc.findings)
+        ws = doc.workspace
+        if ws is not None:
+            found.extend(validate(ws, doc))
+            key = (ws.metadata.namespace or "", ws.name)
+            if ws.name and key in seen:
+                found.append(doc.finding("error", ("metadata", "name"),
+                                         f"workspace {ws.name} is defined twice in this file (documents "
+                                         f"{seen[key] + 1} and {doc.index + 1}): give each a different name"))
+            seen.setdefault(key, doc.index)
+        findings[doc.index] = _in_file_order(found)
+    return Report(documents[0].file if documents else path, documents, findings)
+
+
+def raise_for(report: Report, *, strict: bool = False) -> None:
+    """Raise InvalidWorkspace listing every failing finding of every document (no-op when none fail)."""
+    failing = report.failing(strict)
+    if not failing:
+        return
+    errors = sum(f.severity == "error" for f in failing)
+    warnings = len(failing) - errors
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''} (--strict makes warnings fail)")
+    raise InvalidWorkspace(
+        f"{report.file} is not a valid Workspace file: {' and '.join(parts)}",
+        details=[f.format() for f in failing],
+        hint=f"fix the fields listed above, then run: kaitoctl validate -f {report.file if report.file != '<stdin>' else '-'}",
+    )
 
 
 def load_workspaces(path: str, *, strict: bool = False,
                     warn: Callable[[Finding], None] = print_warning) -> list[Workspace]:
-    """Load and validate every document of ``path``; raise InvalidWorkspace listing every error."""
-    docs = load_file(path)
-    findings: list[Finding] = []
-    for doc in docs:
-        findings.extend(doc.findings)
-        if doc.workspace is not None:
-            findings.extend(validate(doc.workspace, doc))
-    errors = [f for f in findings if f.severity == "error" or strict]
-    if errors:
-        raise InvalidWorkspace(f"{docs[0].file}: {len(errors)} problem(s)", details=[f.format() for f in errors])
-    for f in findings:
-        warn(f)
-    return [d.workspace for d in docs if d.workspace is not None]
+    """Load and validate every document of ``path`` (``-`` for stdin): the entry point of every command.
+
+    Raises InvalidWorkspace listing ALL errors of ALL documents (and the
+    warnings too when ``strict``). Otherwise passes each warning to ``warn``
+    and returns the workspaces in file order.
+    """
+    report = check_file(path)
+    raise_for(report, strict=strict)
+    for finding in report.all_findings:
+        warn(finding)
+    return report.workspaces
+
+
+def check_workspace(ws: Workspace, *, strict: bool = False,
+                    warn: Callable[[Finding], None] = print_warning) -> None:
+    """Validate a Workspace built in code (e.g. after ``adapters update`` edits one); raise like load_workspaces."""
+    findings = validate(ws)
+    failing = [f for f in findings if f.severity == "error" or strict]
+    if failing:
+        raise InvalidWorkspace(f"workspace {ws.name or '<unnamed>'} is not valid",
+                               details=[f.format() for f in failing])
+    for finding in findings:
+        warn(finding)
+
+
+__all__ = [
+    "Finding", "LoadedDocument", "Report", "validate", "load_workspaces", "check_file", "check_workspace",
+    "raise_for", "summary", "image_problem", "print_warning",
+]
