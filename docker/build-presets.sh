@@ -54,13 +54,13 @@ args = parser.parse_args()
 
 catalog = presets()
 names = args.presets or [name for name, preset in catalog.items() if preset.access == "public"]
+if args.weights and len(names) != 1:
+    sys.exit("build-presets.sh: error: --weights DIR builds one preset; name exactly one")
 unknown = [name for name in names if name not in catalog]
 if unknown:
     sys.exit(f"build-presets.sh: error: unknown preset(s) {', '.join(unknown)}; "
              f"the catalog has: {', '.join(catalog)}")
 if args.weights:
-    if len(names) != 1:
-        sys.exit("build-presets.sh: error: --weights DIR builds one preset; name exactly one")
     if not os.path.isfile(os.path.join(args.weights, "config.json")):
         sys.exit(f"build-presets.sh: error: {args.weights}/config.json not found: "
                  "--weights takes a transformers model directory")

@@ -61,8 +61,8 @@ peft_type = config.get("peft_type", "LORA")
 if peft_type != "LORA":
     sys.exit(f"build.sh: error: {path}: peft_type is {peft_type!r}; only LoRA adapters can be merged")
 PY
-# KAITO's rule for adapter images: registry/name:tag, no digest.
-if [[ ! "$image" =~ ^.+/[^/:]+:[^/:]+$ ]]; then
+# KAITO's rule for adapter images: registry/name:tag, no digest (and docker build -t takes no digest).
+if [[ ! "$image" =~ ^.+/[^/:@]+:[^/:@]+$ ]]; then
   fail "image '$image' must look like registry/name:tag (what adapters[].source.image accepts)"
 fi
 
