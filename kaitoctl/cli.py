@@ -10,7 +10,6 @@ import os
 import sys
 from typing import Optional
 
-import click
 import typer
 
 from kaitoctl import __version__
@@ -82,16 +81,18 @@ def main(argv: Optional[list[str]] = None) -> None:
             traceback.print_exc()
         _print_error(err)
         sys.exit(err.exit_code)
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print("kaitoctl: interrupted", file=sys.stderr)
         sys.exit(130)
-    except KeyboardInterrupt:
-        print("kaitoctl: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:
+        # Typer >= 0.29 vendors click: usage errors are typer.TyperException, not click.ClickException.
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"kaitoctl: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         # `kaitoctl render ... | head`: not an error worth a traceback.

@@ -88,6 +88,11 @@ def render_workspace(ws: "Workspace", plan: Optional[Plan] = None, *, registry: 
     if plan is None:
         plan = default_plan(ws)
     inference = ws.inference
+    if inference.preset is not None and inference.template is not None:
+        raise InvalidWorkspace(
+            f"workspace {ws.name!r}: inference: Preset and Template cannot be set at the same time",
+            hint="keep inference.preset (kaitoctl's server) or inference.template (your own pod), not both",
+        )
     if inference.preset is None:
         if inference.template is None:
             raise InvalidWorkspace(
