@@ -55,7 +55,12 @@ _IMAGE_REF = re.compile(
     rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$"
 )
 _DECIMAL = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
-_VALID_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+# Fields of Kubernetes' ObjectMeta: anything else under metadata is a typo.
+_OBJECT_META_FIELDS = (
+    "name", "namespace", "labels", "annotations", "generateName", "uid", "resourceVersion", "generation",
+    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers",
+    "managedFields", "selfLink",
+)
 
 
 @dataclass
@@ -221,7 +226,15 @@ def _rule_top_level(ctx: _Context) -> None:
 
 
 def _rule_metadata(ctx: _Context) -> None:
+    from kaitoctl.render import API_KEY_SECRET_ANNOTATION
+
     ws, meta = ctx.ws, ctx.ws.metadata
+    _, raw_meta = ctx.raw_at(("metadata",))
+    for key in raw_meta if isinstance(raw_meta, dict) else ():
+        if key not in _OBJECT_META_FIELDS:
+            close = difflib.get_close_matches(key, _OBJECT_META_FIELDS, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ": valid fields are name, namespace, labels, annotations"
+            ctx.error(("metadata", key), f"unknown field {show_value(key)}{hint}", key=True)
     if not meta.name:
         ctx.error(("metadata", "name"), "metadata.name is required: name the workspace (it names its Service and "
                                         "pods), e.g. workspace-falcon-7b")
@@ -252,6 +265,9 @@ def _rule_metadata(ctx: _Context) -> None:
         problem = _qualified_name_problem(key)
         if problem:
             ctx.error(("metadata", "annotations", key), f"invalid annotation key {show_value(key)}: {problem}", key=True)
+        if key == API_KEY_SECRET_ANNOTATION and not _DNS1123_SUBDOMAIN.match(value):
+            ctx.error(("metadata", "annotations", key), f"{key} must name a Secret in the workspace's namespace "
+                                                        f"(a DNS subdomain), found {show_value(value)}")
         if key == "kaito.sh/enablelb" and value not in ("True", "False"):
             ctx.warning(("metadata", "annotations", key),
                         f"kaito.sh/enablelb is {show_value(value)}: KAITO makes the Service a LoadBalancer only for "
@@ -334,10 +350,11 @@ def _check_selector(ctx: _Context) -> None:
             problem = _label_value_problem(value)
             if problem:
                 ctx.error(path + ("values", j), f"invalid value {show_value(value)}: {problem}")
-        if not (expr.operator == "In" and len(values) == 1):
+        well_formed = bool(values) == (expr.operator in ("In", "NotIn"))
+        if well_formed and not (expr.operator == "In" and len(values) == 1):
             ctx.warning(path, f"matchExpressions with operator {expr.operator}"
-                              f"{' and several values' if expr.operator == 'In' else ''} is honoured by kaitoctl "
-                              "(node affinity and preflight), but KAITO's webhook rejects it (\"Only allow "
+                              f"{f' and {len(values)} values' if expr.operator == 'In' else ''} is honoured by "
+                              "kaitoctl (node affinity and preflight), but KAITO's webhook rejects it (\"Only allow "
                               "matchLabels or 'IN' matchExpression\" with one value): not portable to KAITO")
 
 
@@ -475,6 +492,9 @@ def _check_adapter_source(ctx: _Context, path: Path, source: Any) -> None:
         elif name == ctx.ws.name:
             ctx.error(path + ("name",), f"adapter name {show_value(name)} is the workspace's name, which the main "
                                         "container uses: rename the adapter")
+        elif name in _reserved_container_names():
+            ctx.error(path + ("name",), f"adapter name {show_value(name)} is reserved: kaitoctl names one of its own "
+                                        "init containers so; rename the adapter")
     kinds = [k for k, v in (("urls", source.urls), ("volumeSource", source.volumeSource), ("image", source.image))
              if v is not None]
     if len(kinds) > 1:
@@ -495,6 +515,13 @@ def _check_adapter_source(ctx: _Context, path: Path, source: Any) -> None:
     else:
         _check_adapter_image(ctx, path + ("image",), source.image)
     _check_secret_names(ctx, path + ("imagePullSecrets",), source.imagePullSecrets)
+
+
+def _reserved_container_names() -> tuple[str, ...]:
+    """Container names the renderer uses itself (adapters' init containers are named after the adapters)."""
+    from kaitoctl.render import COPY_TOOL_CONTAINER
+
+    return (COPY_TOOL_CONTAINER,)
 
 
 def _check_adapter_image(ctx: _Context, path: Path, image: str) -> None:
@@ -518,10 +545,6 @@ def _check_strength(ctx: _Context, path: Path, strength: Optional[str], name: st
     spath = path + ("strength",)
     if strength is None:
         return
-    written, raw = ctx.raw_at(spath)
-    if written and isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        ctx.warning(spath, f"strength is written as a YAML number; KAITO's CRD types it as a string: write "
-                           f"strength: \"{strength}\"")
     text = strength.strip()
     if not _DECIMAL.match(text):
         lowered = text.lower().lstrip("+-")
@@ -537,6 +560,10 @@ def _check_strength(ctx: _Context, path: Path, strength: Optional[str], name: st
         ctx.error(spath, f"Strength value for Adapter '{name}' must be between 0 and 1 (found {strength}): it "
                          "scales the adapter's weights, 1.0 applies them fully")
         return
+    written, raw = ctx.raw_at(spath)
+    if written and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        ctx.warning(spath, f"strength is written as a YAML number; KAITO's CRD types it as a string: write "
+                           f"strength: \"{strength}\"")
     if value != 1:
         ctx.warning(spath, "strength is not portable to KAITO's vLLM runtime (it rejects adapter strength; KAITO's "
                            "transformers runtime and kaitoctl honour it)")
@@ -574,7 +601,8 @@ def _rule_gpu_fit(ctx: _Context) -> None:
         ctx.error(path, f"Insufficient number of GPUs: Instance type {sku.name} provides {gpus}, but preset "
                         f"{preset.name} requires at least {preset.gpu_count}{per_node_note}: choose an instance type "
                         "with more GPUs" + (" or raise count" if preset.distributed else ""))
-    if preset.distributed:
+    elif preset.distributed:
+        # Enough GPUs in total, but each node must also host its share of the processes.
         per_node = preset.world_size // res.count
         if per_node > sku.gpu_count:
             ctx.error(path, f"Insufficient number of GPUs per node: preset {preset.name} runs {preset.world_size} "
