@@ -105,18 +105,22 @@ def finalize(directory: Path) -> Summary:
     files = 0
     total = 0
     for root, dirs, filenames in os.walk(directory):
-        os.chmod(root, DIR_MODE)
-        for name in dirs:
-            os.chmod(os.path.join(root, name), DIR_MODE)
+        _set_mode(root, DIR_MODE)
         for name in filenames:
             path = os.path.join(root, name)
-            mode = os.lstat(path).st_mode
-            if stat.S_ISLNK(mode):
+            if os.path.islink(path):
                 continue
-            os.chmod(path, FILE_MODE)
+            _set_mode(path, FILE_MODE)
             files += 1
             total += os.path.getsize(path)
     return Summary(files=files, total_bytes=total)
+
+
+def _set_mode(path: str, mode: int) -> None:
+    # Only when it differs: a chmod, even to the same mode, copies a file up into a new
+    # overlay layer, and these files are gigabytes.
+    if stat.S_IMODE(os.lstat(path).st_mode) != mode:
+        os.chmod(path, mode)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
