@@ -258,9 +258,10 @@ def load_text(text: str, name: str = STDIN_NAME) -> list[LoadedDocument]:
         return [_broken(name, f"the file contains a NUL byte at line {line}, column {column}: is it a binary "
                               "file? A Workspace is a YAML text file", line, column)]
     documents: list[LoadedDocument] = []
-    loader = yaml.SafeLoader(text)
     index = 0
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         while loader.check_node():
             node = loader.get_node()
             if index >= MAX_DOCUMENTS:
@@ -276,7 +277,8 @@ def load_text(text: str, name: str = STDIN_NAME) -> list[LoadedDocument]:
         documents.append(_broken(name, f"the YAML is nested too deeply to read (more than {MAX_DEPTH} levels are "
                                        "never needed in a Workspace)", index=index))
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not documents:
         return [_broken(name, "the file holds no Workspace (it is empty or has only comments): expected a document "
                               f"with apiVersion: {API_VERSION} and kind: {KIND}")]
@@ -295,7 +297,7 @@ def _yaml_error(err: Exception, name: str, index: int, text: str) -> LoadedDocum
     if isinstance(err, yaml.reader.ReaderError):
         line, column = _line_col(text, max(err.position, 0)) if isinstance(err.position, int) else (None, None)
         char = err.character
-        code = f"U+{ord(char):04X}" if isinstance(char, str) else f"0x{char:02x}"
+        code = f"U+{ord(char) if isinstance(char, str) else char:04X}"
         return _broken(name, f"the file contains a control character ({code}) that YAML does not allow: is it a "
                              "binary file? A Workspace is a YAML text file", line, column, index)
     problem = getattr(err, "problem", None) or str(err)
@@ -337,21 +339,25 @@ class _Converter:
         self.key_positions: dict[Path, tuple[int, int]] = {}
         self.findings: list[Finding] = []
 
-    def error(self, node: Any, path: Path, message: str) -> None:
-        mark = node.start_mark
-        self.findings.append(Finding("error", format_path(path), message, self.name, mark.line + 1, mark.column + 1))
+    def error(self, node: Any, path: Path, message: str, *, at_key: bool = False) -> None:
+        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        if at_key and path in self.key_positions:
+            # An alias's node sits where its anchor was written: point at the key that led here instead.
+            line, column = self.key_positions[path]
+        self.findings.append(Finding("error", format_path(path), message, self.name, line, column))
 
     def convert(self, node: Any, path: Path, depth: int, active: frozenset[int]) -> Any:
         import yaml
 
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            self.error(node, path[:1], f"the document expands to more than {MAX_NODES} YAML nodes (through aliases, a "
-                                   "'billion laughs' file does this): a Workspace needs a few dozen; remove the "
-                                   "anchors and aliases")
+            self.error(node, path[:1], f"the document expands to more than {MAX_NODES} YAML nodes (through aliases, "
+                                       "a 'billion laughs' file does this): a Workspace needs a few dozen; remove "
+                                       "the anchors and aliases", at_key=True)
             raise _Abort()
         if depth > MAX_DEPTH:
-            self.error(node, path[:1], f"nested more than {MAX_DEPTH} levels deep: a Workspace never needs that")
+            self.error(node, path[:1], f"nested more than {MAX_DEPTH} levels deep: a Workspace never needs that",
+                       at_key=True)
             raise _Abort()
         if id(node) in active:
             self.error(node, path, "an alias refers to a node that contains it (a recursive YAML structure): "
@@ -434,8 +440,8 @@ class _Converter:
         value = self._scalar(key_node, path)
         if isinstance(value, str):
             return value
-        self.error(key_node, path, f"the key {show_value(key_node.value)} is read as a {type(value).__name__}, "
-                                   "not a string: quote it")
+        self.error(key_node, path, f"the key {show_value(key_node.value)} is read as {_describe(value)}, not a "
+                                   "string: quote it")
         return None
 
 
