@@ -6,9 +6,10 @@ import json
 import os
 import sys
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:  # rich is imported when a console is needed: `render` and `validate` never need one
+    from rich.console import Console
 
 
 class OutputFormat(str, Enum):
@@ -24,13 +25,17 @@ def _no_color() -> bool:
     return "NO_COLOR" in os.environ
 
 
-def stdout_console() -> Console:
+def stdout_console() -> "Console":
     """Console for data. Never colourised when piped; honours NO_COLOR."""
+    from rich.console import Console
+
     return Console(file=sys.stdout, no_color=_no_color(), soft_wrap=True, highlight=False)
 
 
-def stderr_console() -> Console:
+def stderr_console() -> "Console":
     """Console for progress, warnings and errors."""
+    from rich.console import Console
+
     return Console(file=sys.stderr, no_color=_no_color(), soft_wrap=True, highlight=False)
 
 
@@ -38,7 +43,8 @@ def dump_yaml(data: Any) -> str:
     """YAML in Kubernetes' usual style: block style, keys in the order given."""
     import yaml
 
-    class _Dumper(yaml.SafeDumper):
+    # libyaml's emitter when available: same bytes as the pure-Python one, ~5x faster.
+    class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
         pass
 
     def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:

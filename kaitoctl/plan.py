@@ -81,7 +81,8 @@ def choose_strategy(count: int, gpus_per_pod: int, node_gpus: Optional[int], sku
     pods_per_node = node_gpus // gpus_per_pod
     if count * pods_per_node >= count + 1:
         return "RollingUpdate", (
-            f"{_n(count, sku_name + ' node')} with {_n(node_gpus, 'GPU')} each have room for a surge pod of "
+            f"{_n(count, sku_name + ' node')} with {_n(node_gpus, 'GPU')} each {'has' if count == 1 else 'have'} "
+            "room for a surge pod of "
             f"{_n(gpus_per_pod, 'GPU')}, so a new pod becomes Ready before an old one stops."
         )
     return "Recreate", (

@@ -1,0 +1,130 @@
+"""CLI import hygiene: the command line never loads the ML stack, and offline commands never load the
+kubernetes client. `kaitoctl --help` must stay fast, and `validate`/`render` must work on a machine
+(or in CI) that has neither a GPU stack nor a cluster.
+
+Two checks: run the real commands in fresh interpreters and look at ``sys.modules`` when they exit;
+and read every module of the ``kaitoctl`` package, so that an import hidden in a command that these
+runs do not reach is caught too.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "kaitoctl"
+ML_STACK = ("torch", "transformers", "peft", "flask", "accelerate", "safetensors", "gunicorn")
+SERVER = "kaitoctl_server"  # imports the ML stack; `kaitoctl serve` may start it, from inside the command
+CLUSTER = ("kubernetes",)
+
+# Runs kaitoctl's real entry point, and whatever way it exits, writes the loaded module names.
+_WRAPPER = """
+import atexit, json, sys
+out = sys.argv[1]
+atexit.register(lambda: json.dump(sorted(sys.modules), open(out, "w")))
+from kaitoctl.cli import main
+main(sys.argv[2:])
+"""
+
+
+def _top(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def loaded_modules(argv: list[str], tmp_path: Path) -> set[str]:
+    out = tmp_path / "modules.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAITOCTL_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, str(out), *argv],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, f"kaitoctl {' '.join(argv)} failed:\n{proc.stderr}"
+    return {_top(name) for name in json.loads(out.read_text())}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["validate", "-f", "examples/falcon-7b.yaml"],
+        ["render", "-f", "examples/falcon-7b-adapters.yaml"],
+        ["render", "-f", "examples/llama-2-13b-chat.yaml", "-o", "json"],
+        ["presets", "list"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+def test_offline_commands_load_neither_ml_stack_nor_kubernetes(argv: list[str], tmp_path: Path) -> None:
+    modules = loaded_modules(argv, tmp_path)
+    assert "kaitoctl" in modules  # the run really went through kaitoctl
+    assert not modules & {*ML_STACK, SERVER, *CLUSTER}
+
+
+def _imports(tree: ast.AST) -> list[tuple[str, int]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(_top(alias.name), node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((_top(node.module), node.lineno))
+    return found
+
+
+def _module_level_imports(tree: ast.Module) -> list[tuple[str, int]]:
+    """Imports executed when the module is imported: the body, and ifs/trys at module level."""
+    found = []
+    pending: list[ast.stmt] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found += _imports(node)
+        elif isinstance(node, ast.If):
+            is_type_checking = isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+            if not is_type_checking:
+                pending += node.body
+            pending += node.orelse
+        elif isinstance(node, ast.Try):
+            pending += node.body + node.orelse + node.finalbody
+            for handler in node.handlers:
+                pending += handler.body
+        elif isinstance(node, (ast.With,)):
+            pending += node.body
+    return found
+
+
+def _package_modules() -> list[Path]:
+    modules = sorted(PACKAGE.rglob("*.py"))
+    assert len(modules) > 10  # the walk found the package
+    return modules
+
+
+def test_no_cli_module_imports_the_ml_stack_anywhere() -> None:
+    offenders = []
+    for path in _package_modules():
+        for name, line in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if name in ML_STACK:
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: imports {name}")
+    assert offenders == []
+
+
+def test_no_cli_module_imports_kubernetes_or_the_server_at_module_level() -> None:
+    offenders = []
+    for path in _package_modules():
+        for name, line in _module_level_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if name in (*CLUSTER, SERVER):
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: imports {name} when the module loads")
+    assert offenders == []
+
+
+def test_the_source_checks_can_fail() -> None:
+    # Guard against a checker that never finds anything.
+    tree = ast.parse("import os\nif True:\n    import kubernetes.client\ndef f():\n    from torch import nn\n")
+    assert ("torch", 5) in _imports(tree)
+    assert ("kubernetes", 3) in _module_level_imports(tree)
+    assert ("torch", 5) not in _module_level_imports(tree)
