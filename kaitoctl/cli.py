@@ -50,11 +50,20 @@ def _root(
     _DEBUG = debug
 
 
+_COMMANDS_REGISTERED = False
+
+
 def _register_commands() -> None:
+    # Once per process: main() runs many times in-process in tests, and registering again would add
+    # every command a second time (and make each later call slower).
+    global _COMMANDS_REGISTERED
+    if _COMMANDS_REGISTERED:
+        return
     from kaitoctl.commands import REGISTERED
 
     for register in REGISTERED:
         register(app)
+    _COMMANDS_REGISTERED = True
 
 
 def _print_error(err: KaitoctlError) -> None:
