@@ -79,15 +79,15 @@ def choose_strategy(count: int, gpus_per_pod: int, node_gpus: Optional[int], sku
             "an update stops the old pods before starting new ones (downtime while the model loads)."
         )
     pods_per_node = node_gpus // gpus_per_pod
+    shape = f"A {sku_name} node has {_n(node_gpus, 'GPU')} and a pod needs {gpus_per_pod}"
     if count * pods_per_node >= count + 1:
         return "RollingUpdate", (
-            f"{_n(count, sku_name + ' node')} with {_n(node_gpus, 'GPU')} each {'has' if count == 1 else 'have'} "
-            "room for a surge pod of "
-            f"{_n(gpus_per_pod, 'GPU')}, so a new pod becomes Ready before an old one stops."
+            f"{shape}, so {_n(count, 'node')} can run a surge pod next to the {_n(count, 'running pod')}: "
+            "a new pod becomes Ready before an old one stops."
         )
     return "Recreate", (
-        f"A {sku_name} node has {_n(node_gpus, 'GPU')} and each pod needs {gpus_per_pod}, so a surge pod could not be "
-        "scheduled; an update stops the old pods before starting new ones (downtime while the model loads)."
+        f"{shape}, so {_n(count, 'node')} cannot run a surge pod next to the {_n(count, 'running pod')}: "
+        "an update stops the old pods before starting new ones (downtime while the model loads)."
     )
 
 

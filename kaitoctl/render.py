@@ -556,7 +556,10 @@ def _statefulset(ws: "Workspace", pod_template: dict[str, Any]) -> dict[str, Any
         "serviceName": f"{ws.name}-headless",
         "podManagementPolicy": "Parallel",
         "selector": {"matchLabels": {WORKSPACE_LABEL: ws.name}},
-        "updateStrategy": {"type": "RollingUpdate"},
+        # The pods form one torchrun job: replace them together. Rolling one pod at a time would
+        # wait for a new worker to become Ready while it cannot join the old master's running job.
+        # (maxUnavailable is beta and on by default from Kubernetes 1.35; older servers ignore it.)
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
         "template": pod_template,
     }
     meta = _metadata(ws, ws.name, {WORKSPACE_ANNOTATION: canonical_json(ws)})

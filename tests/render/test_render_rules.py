@@ -145,6 +145,8 @@ def test_statefulset_shape_and_torchrun(make_ws) -> None:
     sts = workload(objs)
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
     assert sts["spec"]["serviceName"] == "ws-headless"
+    # The torchrun group is replaced as a unit, never one pod at a time.
+    assert sts["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}}
     c = main(objs)
     assert c["image"] == "my.azurecr.io/llama-13b:1.0"
     assert c["command"] == ["torchrun"]
