@@ -1,0 +1,50 @@
+"""gunicorn settings for the pods: ``gunicorn --config python:kaitoctl_server.gunicorn_conf kaitoctl_server.wsgi:app``.
+
+Why these values:
+
+- One worker, no ``--preload``. The model is loaded inside the worker, after
+  the fork, so the master never runs torch: with preload, ops run in the
+  master before fork leave GNU OpenMP's thread pool unusable in the child
+  (generation hangs until the worker timeout), and CUDA initialised before a
+  fork cannot be used after it. One worker also means one copy of the model
+  per pod; scale with replicas.
+- ``gthread`` with several threads: health probes and /metrics answer while
+  a generation runs or streams, and requests queue on the engine's lock
+  instead of interleaving on the model.
+- The worker timeout is a heartbeat: gthread's main loop keeps beating while
+  request threads generate, so long generations are not killed by it.
+  SIGTERM lets requests in flight finish for up to ``graceful_timeout``
+  seconds (keep the pod's terminationGracePeriodSeconds above it).
+
+Environment: ``KAITOCTL_BIND`` (default 0.0.0.0:5000), ``KAITOCTL_THREADS``
+(default 8), ``KAITOCTL_GRACEFUL_TIMEOUT`` (default 25 s).
+
+This module must not import torch (it is read by the master).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+bind = [os.environ.get("KAITOCTL_BIND") or "0.0.0.0:5000"]
+workers = 1
+worker_class = "gthread"
+threads = int(os.environ.get("KAITOCTL_THREADS") or 8)
+preload_app = False
+timeout = 120
+graceful_timeout = int(os.environ.get("KAITOCTL_GRACEFUL_TIMEOUT") or 25)
+keepalive = 5
+accesslog = "-"
+errorlog = "-"
+loglevel = "info"
+# The heartbeat file lives in memory: container root filesystems may be read-only or slow.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+def post_worker_init(worker: Any) -> None:
+    """Start loading and merging the model in this worker, in the background, as soon as it exists."""
+    from .app import start_loading
+
+    start_loading(worker.wsgi)
+

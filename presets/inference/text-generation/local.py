@@ -1,0 +1,76 @@
+"""Serving on a laptop (``kaitoctl serve``): the same app, in this process, no fork.
+
+gunicorn forks its workers; a model already loaded in the parent (which is
+how ``kaitoctl serve`` reports a bad model or adapter as a clean error before
+listening) must not be used across a fork. So local mode serves the app with
+werkzeug's threaded WSGI server in the process that loaded the model. The app,
+its routes, limits, streaming and metrics are the ones the pods serve.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import socket
+import threading
+from typing import Any, Callable, Optional
+
+from .errors import StartupError
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early, with a clear message, when ``host:port`` cannot be listened on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise StartupError(f"port {port} on {host} is already in use; pick another with --port") from None
+            raise StartupError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+
+
+def serve_forever(app: Any, host: str, port: int, *, on_ready: Optional[Callable[[str], None]] = None) -> None:
+    """Serve ``app`` on ``host:port`` until Ctrl-C or SIGTERM, then stop cleanly."""
+    from werkzeug.serving import make_server
+
+    check_port_free(host, port)
+    server = make_server(host, port, app, threaded=True)
+    stopping = threading.Event()
+
+    def stop(_signum: int, _frame: Any) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        if on_ready is not None:
+            on_ready(f"http://{host}:{server.port}")
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run(config: Any, *, on_ready: Optional[Callable[[Any, str], None]] = None) -> None:
+    """Load the model with the pods' start-up path, then serve it here until stopped.
+
+    ``on_ready(served, url)`` is called once the model is merged and the port
+    is open. Raises ``StartupError`` (bad model, adapter or port) before serving.
+    """
+    from .app import create_app
+    from .loader import load_served_model
+    from .logs import configure_logging
+
+    configure_logging()
+    host, _, port = config.bind.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    check_port_free(host, int(port))
+    served = load_served_model(config)
+    app = create_app(config, served=served)
+    serve_forever(app, host, int(port), on_ready=None if on_ready is None else (lambda url: on_ready(served, url)))
