@@ -1,0 +1,658 @@
+"""The one module that talks to the Kubernetes API.
+
+Everything else in kaitoctl works on plain dicts (the JSON the API server
+sends) and takes a :class:`Kube` when it needs the cluster, so it can be tested
+with fixtures. This module:
+
+- resolves the connection as kubectl does: ``--kubeconfig``, else ``$KUBECONFIG``
+  (a path list, merged), else ``~/.kube/config``, else the in-cluster service
+  account; ``--context`` picks the context; the namespace is ``-n``, else the
+  context's, else ``default``;
+- makes typed calls through the official client, but reads the responses as
+  JSON dicts (``_preload_content=False``), which is faster than building the
+  client's model objects and gives the rest of kaitoctl one data shape;
+- does server-side apply (PATCH ``application/apply-patch+yaml`` with the field
+  manager ``kaitoctl``; dry run and force on request), because the typed client
+  has no first-class apply (kubernetes-client/python#1430);
+- watches with resume: the stream is re-opened from the last resourceVersion
+  when the server or the network drops it, and a 410 Gone turns into a relist;
+- turns every API or transport error into :mod:`kaitoctl.errors` types with a
+  message that says what was refused, why, and what would fix it.
+
+The ``kubernetes`` package is imported here only, and only inside functions,
+so that the offline commands never load it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from kaitoctl.errors import ClusterError, Conflict, NotFound
+
+FIELD_MANAGER = "kaitoctl"
+DEFAULT_NAMESPACE = "default"
+IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+# (connect, read) seconds for ordinary requests. Watches use their own read timeout.
+REQUEST_TIMEOUT = (10.0, 60.0)
+# A watch stream is re-opened after this long even when the server keeps it open:
+# it bounds how stale a silently broken connection can make the view.
+WATCH_SECONDS = 240
+# Resuming after a dropped stream: attempts before the error is given to the caller.
+WATCH_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """What kaitoctl needs to know to call the API for one kind."""
+
+    kind: str
+    plural: str
+    group: str          # "" for the core group
+    version: str
+    namespaced: bool
+    api: str            # class name in kubernetes.client
+    method: str         # suffix of the generated method names: list_namespaced_<method>, ...
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def resource(self) -> str:
+        """``deployments.apps``, ``pods``: how kubectl and RBAC messages name it."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def display(self) -> str:
+        """``deployment.apps``, ``service``: how kubectl prints an object's kind."""
+        singular = self.kind.lower()
+        return f"{singular}.{self.group}" if self.group else singular
+
+    def rbac_rule(self, verb: str) -> str:
+        return f'apiGroups: ["{self.group}"], resources: ["{self.plural}"], verbs: ["{verb}"]'
+
+
+KINDS: dict[str, ResourceKind] = {
+    k.kind: k
+    for k in (
+        ResourceKind("Node", "nodes", "", "v1", False, "CoreV1Api", "node"),
+        ResourceKind("Pod", "pods", "", "v1", True, "CoreV1Api", "pod"),
+        ResourceKind("Event", "events", "", "v1", True, "CoreV1Api", "event"),
+        ResourceKind("Service", "services", "", "v1", True, "CoreV1Api", "service"),
+        ResourceKind("Secret", "secrets", "", "v1", True, "CoreV1Api", "secret"),
+        ResourceKind("ConfigMap", "configmaps", "", "v1", True, "CoreV1Api", "config_map"),
+        ResourceKind("ServiceAccount", "serviceaccounts", "", "v1", True, "CoreV1Api", "service_account"),
+        ResourceKind("Deployment", "deployments", "apps", "v1", True, "AppsV1Api", "deployment"),
+        ResourceKind("StatefulSet", "statefulsets", "apps", "v1", True, "AppsV1Api", "stateful_set"),
+        ResourceKind("ReplicaSet", "replicasets", "apps", "v1", True, "AppsV1Api", "replica_set"),
+        ResourceKind("PodDisruptionBudget", "poddisruptionbudgets", "policy", "v1", True, "PolicyV1Api",
+                     "pod_disruption_budget"),
+    )
+}
+
+
+def kind_of(kind: str) -> ResourceKind:
+    """The :class:`ResourceKind` for ``kind`` (``Deployment``); a bug if kaitoctl asks for another."""
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise ValueError(f"kaitoctl does not handle kind {kind!r}") from None
+
+
+def object_ref(obj: dict[str, Any]) -> str:
+    """``deployment.apps/falcon``: an object as kubectl names it in its output."""
+    spec = KINDS.get(obj.get("kind", ""))
+    name = (obj.get("metadata") or {}).get("name", "?")
+    return f"{spec.display if spec else str(obj.get('kind', '?')).lower()}/{name}"
+
+
+# --------------------------------------------------------------------------------------------
+# Connection
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where kaitoctl talks to, resolved from flags, kubeconfig or the service account."""
+
+    server: str
+    namespace: str
+    context: Optional[str]      # None in-cluster
+    source: str                 # the kubeconfig path(s), or "in-cluster"
+
+
+def _kubeconfig_paths(explicit: Optional[Path]) -> tuple[str, bool]:
+    """The kubeconfig path list as kubectl picks it, and whether a file there exists."""
+    if explicit is not None:
+        return str(explicit), Path(explicit).expanduser().exists()
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        paths = [p for p in env.split(os.pathsep) if p]
+        return env, any(Path(p).expanduser().exists() for p in paths)
+    default = str(Path("~/.kube/config").expanduser())
+    return default, Path(default).exists()
+
+
+def connect(kubeconfig: Optional[Path] = None, context: Optional[str] = None,
+            namespace: Optional[str] = None) -> "Kube":
+    """A :class:`Kube` for the cluster the flags name, resolved as kubectl resolves it."""
+    from kubernetes import client as k8s_client
+    from kubernetes.config import incluster_config, kube_config
+    from kubernetes.config.config_exception import ConfigException
+
+    configuration = k8s_client.Configuration()
+    paths, exists = _kubeconfig_paths(kubeconfig)
+    in_cluster = (not exists and kubeconfig is None and context is None
+                  and bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
+    if in_cluster:
+        try:
+            incluster_config.load_incluster_config(client_configuration=configuration)
+        except ConfigException as exc:
+            raise ClusterError(f"cannot use the in-cluster service account: {exc}") from exc
+        ns = namespace
+        if not ns:
+            try:
+                ns = Path(IN_CLUSTER_NAMESPACE_FILE).read_text(encoding="utf-8").strip()
+            except OSError:
+                ns = DEFAULT_NAMESPACE
+        conn = Connection(server=configuration.host, namespace=ns or DEFAULT_NAMESPACE, context=None,
+                          source="in-cluster")
+        return Kube(k8s_client.ApiClient(configuration), conn)
+
+    if not exists:
+        where = f"--kubeconfig {paths}" if kubeconfig is not None else (
+            f"KUBECONFIG={paths}" if os.environ.get("KUBECONFIG") else paths)
+        raise ClusterError(
+            f"no Kubernetes configuration found: {where} does not exist",
+            hint="pass --kubeconfig PATH, set KUBECONFIG, or run inside a pod with a service account",
+        )
+    try:
+        merged = kube_config.KubeConfigMerger(paths)
+        if merged.config is None:
+            raise ConfigException("no configuration found")
+        contexts = [c["name"] for c in (merged.config.value.get("contexts") or [])]
+        if context is not None and context not in contexts:
+            raise ClusterError(
+                f"context {context!r} not found in {paths}",
+                hint=f"known contexts: {', '.join(contexts) or '(none)'}",
+            )
+        loader = kube_config.KubeConfigLoader(config_dict=merged.config, active_context=context)
+        loader.load_and_set(configuration)
+        active = loader.current_context
+    except ClusterError:
+        raise
+    except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClusterError(
+            f"cannot use the kubeconfig {paths}: {exc}",
+            hint="check the file with `kubectl config view`, or pass --kubeconfig / --context",
+        ) from exc
+    ctx_ns = ((active or {}).get("context") or {}).get("namespace") if active else None
+    conn = Connection(
+        server=configuration.host,
+        namespace=namespace or ctx_ns or DEFAULT_NAMESPACE,
+        context=(active or {}).get("name") if active else context,
+        source=paths,
+    )
+    return Kube(k8s_client.ApiClient(configuration), conn)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+def _status_body(exc: Any) -> dict[str, Any]:
+    """The ``Status`` object the API server sent with an error, or {}."""
+    body = getattr(exc, "body", None)
+    if not body:
+        return {}
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        return {"message": str(body)[:500]}
+    return data if isinstance(data, dict) else {}
+
+
+def _where(name: Optional[str], namespace: Optional[str]) -> str:
+    parts = []
+    if name:
+        parts.append(f'"{name}"')
+    if namespace:
+        parts.append(f'in namespace "{namespace}"')
+    return (" " + " ".join(parts)) if parts else ""
+
+
+def api_error(exc: Any, verb: str, spec: ResourceKind, name: Optional[str], namespace: Optional[str],
+              server: str) -> ClusterError:
+    """The kaitoctl error for an ``ApiException`` raised by ``verb`` on ``spec``."""
+    status = getattr(exc, "status", None) or 0
+    body = _status_body(exc)
+    server_msg = body.get("message") or getattr(exc, "reason", None) or "no message"
+    what = f"{verb} {spec.resource}{_where(name, namespace)}"
+    details = [f"server said: {server_msg}"]
+    if status == 401:
+        return ClusterError(
+            f"unauthorized: the API server at {server} did not accept kaitoctl's credentials to {what}",
+            details=details,
+            hint="refresh your credentials (log in again, or renew the token in the kubeconfig), "
+                 "or pick another --context",
+        )
+    if status == 403:
+        scope = "ClusterRole" if not spec.namespaced else "Role (or ClusterRole)"
+        return ClusterError(
+            f"forbidden: you may not {what}",
+            details=details + [f"RBAC rule that would allow it ({scope}): {spec.rbac_rule(verb)}"],
+            hint="ask a cluster admin to grant it; docs/cluster.md has the Role kaitoctl needs",
+        )
+    if status == 404:
+        return NotFound(f"{spec.display}{'/' + name if name else ''} not found"
+                        f"{' in namespace ' + repr(namespace) if namespace else ''}", details=details)
+    if status == 409:
+        causes = (body.get("details") or {}).get("causes") or []
+        owned = [c for c in causes if c.get("type") == "FieldManagerConflict"]
+        if owned:
+            lines = [f"{c.get('field', '?')}: {c.get('message', '')}" for c in owned]
+            return Conflict(
+                f"server-side apply conflict on {spec.display}/{name}: "
+                f"{len(owned)} field(s) are owned by another field manager",
+                details=lines,
+                hint="rerun with --force-conflicts to let kaitoctl take these fields over "
+                     "(the other manager's values are replaced), or change them back with the tool that set them",
+            )
+        return Conflict(f"conflict: cannot {what}", details=details,
+                        hint="the object changed or is being deleted; try again in a moment")
+    if status == 422:
+        causes = (body.get("details") or {}).get("causes") or []
+        lines = [f"{c.get('field') or '(object)'}: {c.get('message') or c.get('reason', '')}" for c in causes]
+        return ClusterError(
+            f"the API server rejected {spec.display}/{name} as invalid",
+            details=lines or details,
+            hint="an admission policy or a newer API schema refused it; `kaitoctl render -f FILE` shows "
+                 "what was sent",
+        )
+    if status == 410:
+        return ClusterError(f"cannot {what}: the requested resourceVersion is too old (410 Gone)", details=details)
+    if status >= 500:
+        return ClusterError(f"the API server at {server} failed to {what} (HTTP {status})", details=details,
+                            hint="the server or an admission webhook is failing; retry, or ask the cluster admin")
+    return ClusterError(f"cannot {what}: HTTP {status or '?'}", details=details)
+
+
+def transport_error(exc: BaseException, server: str) -> ClusterError:
+    """The kaitoctl error for a connection, TLS or timeout failure talking to ``server``."""
+    import ssl
+
+    import urllib3.exceptions as ux
+
+    reason: BaseException = getattr(exc, "reason", None) or exc
+    text = str(reason)
+    if isinstance(reason, (ux.SSLError, ssl.SSLError)) or "CERTIFICATE" in text.upper() or "SSL" in text.upper():
+        return ClusterError(
+            f"TLS error talking to the API server at {server}",
+            details=[text],
+            hint="the server certificate is not trusted by the kubeconfig's certificate-authority, or the "
+                 "address is wrong; check `clusters[].cluster` in the kubeconfig",
+        )
+    if "refused" in text.lower():
+        return ClusterError(
+            f"cannot reach the API server at {server}: connection refused",
+            hint="is the cluster running, and is this the right --context / kubeconfig?",
+        )
+    timeout_types = (ux.TimeoutError, TimeoutError)
+    # NewConnectionError subclasses ConnectTimeoutError in urllib3, but a DNS failure is no timeout.
+    if "timed out" in text.lower() or (isinstance(reason, timeout_types)
+                                       and not isinstance(reason, ux.NewConnectionError)):
+        return ClusterError(
+            f"timed out talking to the API server at {server}",
+            details=[text],
+            hint="the server is slow or unreachable from here (VPN? firewall?)",
+        )
+    return ClusterError(
+        f"cannot reach the API server at {server}",
+        details=[text],
+        hint="check the address in the kubeconfig and your network",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The client
+
+
+class WatchExpired(Exception):
+    """The resourceVersion a watch started from is gone (410): relist."""
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change seen by an :class:`Informer`.
+
+    ``type`` is ADDED, MODIFIED or DELETED (``obj`` set), or SYNC: the complete
+    current list (``items`` set), sent first and again after every relist, which
+    replaces whatever the consumer held.
+    """
+
+    type: str
+    kind: str
+    obj: Optional[dict[str, Any]] = None
+    items: Optional[list[dict[str, Any]]] = None
+
+
+class Kube:
+    """Typed calls on one cluster, returning plain dicts. Thread-safe for concurrent calls."""
+
+    def __init__(self, api_client: Any, connection: Connection) -> None:
+        self._client = api_client
+        self.connection = connection
+        self._apis: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.calls = 0  # API requests made (watch streams count once per open)
+
+    @property
+    def namespace(self) -> str:
+        return self.connection.namespace
+
+    @property
+    def server(self) -> str:
+        return self.connection.server
+
+    # -- plumbing --
+
+    def _method(self, spec: ResourceKind, op: str) -> Any:
+        with self._lock:
+            api = self._apis.get(spec.api)
+            if api is None:
+                from kubernetes import client as k8s_client
+
+                api = self._apis[spec.api] = getattr(k8s_client, spec.api)(self._client)
+            self.calls += 1
+        return getattr(api, op)
+
+    @contextmanager
+    def _translate(self, verb: str, spec: ResourceKind, name: Optional[str] = None,
+                   namespace: Optional[str] = None) -> Iterator[None]:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            yield
+        except ApiException as exc:
+            raise api_error(exc, verb, spec, name, namespace, self.server) from exc
+        except (HTTPError, OSError) as exc:
+            raise transport_error(exc, self.server) from exc
+
+    @staticmethod
+    def _json(resp: Any) -> dict[str, Any]:
+        data = resp.data
+        return json.loads(data) if data else {}
+
+    def _ns(self, namespace: Optional[str]) -> str:
+        return namespace or self.namespace
+
+    # -- reads --
+
+    def list(self, kind: str, namespace: Optional[str] = None, *, all_namespaces: bool = False,
+             label_selector: Optional[str] = None, field_selector: Optional[str] = None,
+             ) -> tuple[list[dict[str, Any]], str]:
+        """Every object of ``kind`` matching the selectors, and the list's resourceVersion.
+
+        One request. Items get their ``kind``/``apiVersion`` back (list items lack them).
+        """
+        spec = kind_of(kind)
+        kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        ns = None
+        if not spec.namespaced:
+            op, args = f"list_{spec.method}", ()
+        elif all_namespaces:
+            op, args = f"list_{spec.method}_for_all_namespaces", ()
+        else:
+            ns = self._ns(namespace)
+            op, args = f"list_namespaced_{spec.method}", (ns,)
+        with self._translate("list", spec, namespace=ns):
+            data = self._json(self._method(spec, op)(*args, **kwargs))
+        items = data.get("items") or []
+        for item in items:
+            item.setdefault("kind", spec.kind)
+            item.setdefault("apiVersion", spec.api_version)
+        return items, (data.get("metadata") or {}).get("resourceVersion", "")
+
+    def get(self, kind: str, name: str, namespace: Optional[str] = None) -> dict[str, Any]:
+        """The object, or :class:`NotFound`."""
+        spec = kind_of(kind)
+        ns = self._ns(namespace) if spec.namespaced else None
+        op = f"read_namespaced_{spec.method}" if spec.namespaced else f"read_{spec.method}"
+        args = (name, ns) if spec.namespaced else (name,)
+        with self._translate("get", spec, name, ns):
+            obj = self._json(self._method(spec, op)(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+        obj.setdefault("kind", spec.kind)
+        obj.setdefault("apiVersion", spec.api_version)
+        return obj
+
+    def get_or_none(self, kind: str, name: str, namespace: Optional[str] = None) -> Optional[dict[str, Any]]:
+        """The object, or None when it does not exist."""
+        try:
+            return self.get(kind, name, namespace)
+        except NotFound:
+            return None
+
+    def pod_log(self, name: str, container: str, namespace: Optional[str] = None, *, tail_lines: int = 20,
+                previous: bool = False) -> str:
+        """The last ``tail_lines`` lines of a container's log ('' if there is none yet)."""
+        spec = KINDS["Pod"]
+        ns = self._ns(namespace)
+        with self._translate("get", ResourceKind("Pod", "pods/log", "", "v1", True, "CoreV1Api", "pod"), name, ns):
+            resp = self._method(spec, "read_namespaced_pod_log")(
+                name, ns, container=container, tail_lines=tail_lines, previous=previous or None,
+                _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+            return resp.data.decode("utf-8", errors="replace")
+
+    # -- writes --
+
+    def apply(self, obj: dict[str, Any], *, dry_run: bool = False, force: bool = False) -> dict[str, Any]:
+        """Server-side apply ``obj`` as field manager ``kaitoctl``; the object as the server has it after.
+
+        ``dry_run``: the server validates, defaults and admits it but stores
+        nothing. ``force``: take over fields another manager owns.
+        """
+        spec = kind_of(obj["kind"])
+        name = obj["metadata"]["name"]
+        ns = self._ns(obj["metadata"].get("namespace")) if spec.namespaced else None
+        op = f"patch_namespaced_{spec.method}" if spec.namespaced else f"patch_{spec.method}"
+        args = (name, ns, obj) if spec.namespaced else (name, obj)
+        kwargs: dict[str, Any] = {
+            "field_manager": FIELD_MANAGER,
+            "_content_type": "application/apply-patch+yaml",
+            "_preload_content": False,
+            "_request_timeout": REQUEST_TIMEOUT,
+        }
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        if force:
+            kwargs["force"] = True
+        with self._translate("patch", spec, name, ns):
+            out = self._json(self._method(spec, op)(*args, **kwargs))
+        out.setdefault("kind", spec.kind)
+        out.setdefault("apiVersion", spec.api_version)
+        return out
+
+    def delete(self, kind: str, name: str, namespace: Optional[str] = None, *,
+               propagation: str = "Background") -> bool:
+        """Delete one object; False when it was already gone."""
+        spec = kind_of(kind)
+        ns = self._ns(namespace) if spec.namespaced else None
+        op = f"delete_namespaced_{spec.method}" if spec.namespaced else f"delete_{spec.method}"
+        args = (name, ns) if spec.namespaced else (name,)
+        try:
+            with self._translate("delete", spec, name, ns):
+                self._method(spec, op)(*args, propagation_policy=propagation, _preload_content=False,
+                                       _request_timeout=REQUEST_TIMEOUT)
+        except NotFound:
+            return False
+        return True
+
+    # -- watch --
+
+    def _watch_stream(self, spec: ResourceKind, namespace: Optional[str], label_selector: Optional[str],
+                      field_selector: Optional[str], resource_version: str, holder: "Informer",
+                      ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """One watch request from ``resource_version``: (type, object) until the stream ends.
+
+        Raises :class:`WatchExpired` on 410, kaitoctl errors on other failures.
+        """
+        kwargs: dict[str, Any] = {
+            "watch": True,
+            "resource_version": resource_version,
+            "allow_watch_bookmarks": True,
+            "timeout_seconds": WATCH_SECONDS,
+            "_preload_content": False,
+            "_request_timeout": (REQUEST_TIMEOUT[0], WATCH_SECONDS + 30),
+        }
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        if not spec.namespaced:
+            op, args = f"list_{spec.method}", ()
+        elif namespace is None:
+            op, args = f"list_{spec.method}_for_all_namespaces", ()
+        else:
+            op, args = f"list_namespaced_{spec.method}", (namespace,)
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            with self._translate("watch", spec, namespace=namespace):
+                resp = self._method(spec, op)(*args, **kwargs)
+        except ClusterError as err:
+            cause = err.__cause__
+            if isinstance(cause, ApiException) and cause.status == 410:
+                raise WatchExpired() from cause
+            raise
+        holder._set_response(resp)
+        try:
+            with self._translate("watch", spec, namespace=namespace):
+                for line in _lines(resp):
+                    if holder.stopped:
+                        return
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue
+                    etype = event.get("type")
+                    obj = event.get("object") or {}
+                    if etype == "ERROR":
+                        if obj.get("code") == 410:
+                            raise WatchExpired()
+                        raise ClusterError(f"watch of {spec.resource} failed: {obj.get('message', obj)}")
+                    yield etype, obj
+        finally:
+            holder._set_response(None)
+            resp.release_conn()
+
+
+def _lines(resp: Any) -> Iterator[bytes]:
+    """Newline-delimited JSON lines of a streaming response, as they arrive."""
+    buffer = b""
+    read1 = getattr(resp, "read1", None)
+    chunks: Iterator[bytes]
+    if getattr(resp, "chunked", False) and getattr(resp, "supports_chunked_reads", lambda: False)():
+        chunks = resp.read_chunked(decode_content=True)
+    elif read1 is not None:
+        chunks = iter(lambda: read1(65536), b"")
+    else:
+        chunks = resp.stream(amt=None)
+    for chunk in chunks:
+        if not chunk:
+            continue
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
+
+
+class Informer:
+    """List then watch one kind, resuming through drops and relisting on 410.
+
+    Iterate :meth:`events` (typically in a thread); :meth:`stop` from another
+    thread ends it promptly by closing the open stream.
+    """
+
+    def __init__(self, kube: Kube, kind: str, namespace: Optional[str], *, label_selector: Optional[str] = None,
+                 field_selector: Optional[str] = None) -> None:
+        self.kube = kube
+        self.spec = kind_of(kind)
+        self.namespace = namespace if self.spec.namespaced else None
+        self.label_selector = label_selector
+        self.field_selector = field_selector
+        self.stopped = False
+        self.relists = 0
+        self.resumes = 0
+        self._resp: Any = None
+        self._lock = threading.Lock()
+
+    def _set_response(self, resp: Any) -> None:
+        with self._lock:
+            self._resp = resp
+
+    def stop(self) -> None:
+        self.stopped = True
+        with self._lock:
+            resp = self._resp
+        if resp is not None:
+            try:
+                resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
+            except Exception:  # noqa: BLE001 - closing a dying socket may fail any way it likes
+                pass
+
+    def _relist(self) -> tuple[WatchEvent, str]:
+        items, rv = self.kube.list(self.spec.kind, self.namespace, all_namespaces=self.namespace is None and
+                                   self.spec.namespaced, label_selector=self.label_selector,
+                                   field_selector=self.field_selector)
+        return WatchEvent("SYNC", self.spec.kind, items=items), rv
+
+    def events(self) -> Iterator[WatchEvent]:
+        """SYNC first, then changes, until :meth:`stop` (or an error that retries cannot fix)."""
+        sync, rv = self._relist()
+        yield sync
+        failures = 0
+        while not self.stopped:
+            try:
+                for etype, obj in self.kube._watch_stream(self.spec, self.namespace, self.label_selector,
+                                                          self.field_selector, rv, self):
+                    failures = 0
+                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    if new_rv:
+                        rv = new_rv
+                    if etype in ("ADDED", "MODIFIED", "DELETED"):
+                        obj.setdefault("kind", self.spec.kind)
+                        obj.setdefault("apiVersion", self.spec.api_version)
+                        yield WatchEvent(etype, self.spec.kind, obj=obj)
+                if not self.stopped:
+                    self.resumes += 1  # the server ended the stream: resume from rv
+            except WatchExpired:
+                if self.stopped:
+                    return
+                self.relists += 1
+                sync, rv = self._relist()
+                yield sync
+            except ClusterError as err:
+                if self.stopped:
+                    return
+                if isinstance(err, NotFound) or "forbidden" in err.message or "unauthorized" in err.message:
+                    raise
+                failures += 1
+                if failures > WATCH_RETRIES:
+                    raise
+                time.sleep(min(0.1 * 2 ** failures, 2.0))
+                self.resumes += 1
