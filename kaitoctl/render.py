@@ -58,6 +58,8 @@ TMP_SIZE = "4Gi"          # /tmp, HOME and the HF cache dir under a read-only ro
 TOOLS_SIZE = "16Mi"       # one static busybox (~1 MiB)
 PRESTOP_SLEEP_SECONDS = 10             # let kube-proxy / endpoints drop the pod before SIGTERM
 TERMINATION_GRACE_SECONDS = 300        # preStop + a long generation finishing (gunicorn graceful stop)
+# gunicorn's graceful_timeout: in-flight requests may finish after SIGTERM, ending before the kubelet's SIGKILL.
+GRACEFUL_TIMEOUT_SECONDS = TERMINATION_GRACE_SECONDS - PRESTOP_SLEEP_SECONDS - 10
 STARTUP_PERIOD_SECONDS = 10
 PROBE_TIMEOUT_SECONDS = 5
 REVISION_HISTORY_LIMIT = 10
@@ -458,6 +460,7 @@ def _main_env(ws: "Workspace", preset: "Preset") -> list[dict[str, Any]]:
         {"name": "KAITOCTL_ADAPTER_DIR", "value": ADAPTER_DIR},
         {"name": "KAITOCTL_BIND", "value": f"0.0.0.0:{SERVER_PORT}"},
         {"name": "KAITOCTL_DTYPE", "value": preset.dtype},
+        {"name": "KAITOCTL_GRACEFUL_TIMEOUT", "value": str(GRACEFUL_TIMEOUT_SECONDS)},
         {"name": "KAITOCTL_MODEL", "value": MODEL_DIR},
         {"name": "KAITOCTL_PIPELINE", "value": preset.pipeline},
     ]
