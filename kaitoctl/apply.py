@@ -230,6 +230,8 @@ def needed_secrets(ws: Workspace) -> list[str]:
 
 def read_cluster(kube: Any, ws: Workspace, namespace: str, *, preflight: bool, ui: ApplyUI) -> ClusterState:
     """Everything apply decides from; a handful of requests, none of them per node."""
+    from kaitoctl.kube import is_forbidden
+
     selector = f"{WORKSPACE_LABEL}={ws.name}"
     workloads: list[dict[str, Any]] = []
     for kind in WORKLOAD_KINDS:
@@ -244,7 +246,7 @@ def read_cluster(kube: Any, ws: Workspace, namespace: str, *, preflight: bool, u
     try:
         state.pods, _ = kube.list("Pod", all_namespaces=True, field_selector=ACTIVE_PODS)
     except ClusterError as err:
-        if "forbidden" not in err.message:
+        if not is_forbidden(err):
             raise
         state.pods, _ = kube.list("Pod", namespace, field_selector=ACTIVE_PODS)
         state.pods_complete = False
@@ -256,7 +258,7 @@ def read_cluster(kube: Any, ws: Workspace, namespace: str, *, preflight: bool, u
                 secrets[name] = kube.get_or_none("Secret", name, namespace) is not None
             state.secrets = secrets
         except ClusterError as err:
-            if "forbidden" not in err.message:
+            if not is_forbidden(err):
                 raise
             ui.warn(f"cannot read Secrets in {namespace!r} (forbidden): pull secrets "
                     f"{', '.join(names)} were not checked")

@@ -8,9 +8,13 @@ with fixtures. This module:
   (a path list, merged), else ``~/.kube/config``, else the in-cluster service
   account; ``--context`` picks the context; the namespace is ``-n``, else the
   context's, else ``default``;
-- makes typed calls through the official client, but reads the responses as
-  JSON dicts (``_preload_content=False``), which is faster than building the
-  client's model objects and gives the rest of kaitoctl one data shape;
+- makes typed calls (list/get/apply/delete/watch/log per kind, from the
+  :data:`KINDS` table) through the official client's ``ApiClient``, which does
+  the authentication (tokens, client certificates, exec plugins), TLS and
+  proxies, and reads the responses as JSON dicts. The generated ``CoreV1Api``
+  and ``AppsV1Api`` classes are not used: importing them builds about a
+  thousand pydantic models (over a second on every command), and their
+  model objects would only be converted back to dicts;
 - does server-side apply (PATCH ``application/apply-patch+yaml`` with the field
   manager ``kaitoctl``; dry run and force on request), because the typed client
   has no first-class apply (kubernetes-client/python#1430);
@@ -33,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
+from urllib.parse import quote
 
 from kaitoctl.errors import ClusterError, Conflict, NotFound
 
@@ -58,8 +63,6 @@ class ResourceKind:
     group: str          # "" for the core group
     version: str
     namespaced: bool
-    api: str            # class name in kubernetes.client
-    method: str         # suffix of the generated method names: list_namespaced_<method>, ...
 
     @property
     def api_version(self) -> str:
@@ -79,22 +82,32 @@ class ResourceKind:
     def rbac_rule(self, verb: str) -> str:
         return f'apiGroups: ["{self.group}"], resources: ["{self.plural}"], verbs: ["{verb}"]'
 
+    def path(self, namespace: Optional[str] = None, name: Optional[str] = None,
+             subresource: Optional[str] = None) -> str:
+        """The REST path: ``/apis/apps/v1/namespaces/ns/deployments/x``; no namespace = all namespaces."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace is not None:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        out = f"{base}/{self.plural}"
+        if name is not None:
+            out += f"/{quote(name, safe='')}"
+        if subresource:
+            out += f"/{subresource}"
+        return out
+
 
 KINDS: dict[str, ResourceKind] = {
     k.kind: k
     for k in (
-        ResourceKind("Node", "nodes", "", "v1", False, "CoreV1Api", "node"),
-        ResourceKind("Pod", "pods", "", "v1", True, "CoreV1Api", "pod"),
-        ResourceKind("Event", "events", "", "v1", True, "CoreV1Api", "event"),
-        ResourceKind("Service", "services", "", "v1", True, "CoreV1Api", "service"),
-        ResourceKind("Secret", "secrets", "", "v1", True, "CoreV1Api", "secret"),
-        ResourceKind("ConfigMap", "configmaps", "", "v1", True, "CoreV1Api", "config_map"),
-        ResourceKind("ServiceAccount", "serviceaccounts", "", "v1", True, "CoreV1Api", "service_account"),
-        ResourceKind("Deployment", "deployments", "apps", "v1", True, "AppsV1Api", "deployment"),
-        ResourceKind("StatefulSet", "statefulsets", "apps", "v1", True, "AppsV1Api", "stateful_set"),
-        ResourceKind("ReplicaSet", "replicasets", "apps", "v1", True, "AppsV1Api", "replica_set"),
-        ResourceKind("PodDisruptionBudget", "poddisruptionbudgets", "policy", "v1", True, "PolicyV1Api",
-                     "pod_disruption_budget"),
+        ResourceKind("Node", "nodes", "", "v1", False),
+        ResourceKind("Pod", "pods", "", "v1", True),
+        ResourceKind("Event", "events", "", "v1", True),
+        ResourceKind("Service", "services", "", "v1", True),
+        ResourceKind("Secret", "secrets", "", "v1", True),
+        ResourceKind("ConfigMap", "configmaps", "", "v1", True),
+        ResourceKind("Deployment", "deployments", "apps", "v1", True),
+        ResourceKind("StatefulSet", "statefulsets", "apps", "v1", True),
+        ResourceKind("ReplicaSet", "replicasets", "apps", "v1", True),
     )
 }
 
@@ -164,7 +177,7 @@ def connect(kubeconfig: Optional[Path] = None, context: Optional[str] = None,
                 ns = DEFAULT_NAMESPACE
         conn = Connection(server=configuration.host, namespace=ns or DEFAULT_NAMESPACE, context=None,
                           source="in-cluster")
-        return Kube(k8s_client.ApiClient(configuration), conn)
+        return _client(k8s_client, configuration, conn)
 
     if not exists:
         where = f"--kubeconfig {paths}" if kubeconfig is not None else (
@@ -200,18 +213,28 @@ def connect(kubeconfig: Optional[Path] = None, context: Optional[str] = None,
         context=(active or {}).get("name") if active else context,
         source=paths,
     )
-    return Kube(k8s_client.ApiClient(configuration), conn)
+    return _client(k8s_client, configuration, conn)
+
+
+def _client(k8s_client: Any, configuration: Any, conn: Connection) -> "Kube":
+    import atexit
+
+    configuration.retries = 1  # a refused connection is reported at once, not after urllib3's 3 retries
+    kube = Kube(k8s_client.ApiClient(configuration), conn)
+    atexit.register(kube.close)
+    return kube
 
 
 # --------------------------------------------------------------------------------------------
 # Errors
 
 
-def _status_body(exc: Any) -> dict[str, Any]:
+def _status_body(body: Any) -> dict[str, Any]:
     """The ``Status`` object the API server sent with an error, or {}."""
-    body = getattr(exc, "body", None)
     if not body:
         return {}
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
     try:
         data = json.loads(body)
     except (TypeError, ValueError):
@@ -228,12 +251,27 @@ def _where(name: Optional[str], namespace: Optional[str]) -> str:
     return (" " + " ".join(parts)) if parts else ""
 
 
-def api_error(exc: Any, verb: str, spec: ResourceKind, name: Optional[str], namespace: Optional[str],
-              server: str) -> ClusterError:
-    """The kaitoctl error for an ``ApiException`` raised by ``verb`` on ``spec``."""
-    status = getattr(exc, "status", None) or 0
-    body = _status_body(exc)
-    server_msg = body.get("message") or getattr(exc, "reason", None) or "no message"
+def http_status(err: BaseException) -> int:
+    """The HTTP status behind a kaitoctl error from this module (0 when there was no answer)."""
+    return int(getattr(err, "http_status", 0) or 0)
+
+
+def is_forbidden(err: BaseException) -> bool:
+    return http_status(err) in (401, 403)
+
+
+def api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: Optional[str],
+              namespace: Optional[str], server: str, reason: str = "") -> ClusterError:
+    """The kaitoctl error for an HTTP ``status`` answered to ``verb`` on ``spec`` (``http_status`` set)."""
+    err = _api_error(status, raw_body, verb, spec, name, namespace, server, reason)
+    err.http_status = status  # type: ignore[attr-defined]
+    return err
+
+
+def _api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: Optional[str],
+               namespace: Optional[str], server: str, reason: str) -> ClusterError:
+    body = _status_body(raw_body)
+    server_msg = body.get("message") or reason or "no message"
     what = f"{verb} {spec.resource}{_where(name, namespace)}"
     details = [f"server said: {server_msg}"]
     if status == 401:
@@ -344,14 +382,13 @@ class WatchEvent:
 
 
 class Kube:
-    """Typed calls on one cluster, returning plain dicts. Thread-safe for concurrent calls."""
+    """Typed calls on one cluster, returning plain dicts. Safe to use from several threads."""
 
     def __init__(self, api_client: Any, connection: Connection) -> None:
         self._client = api_client
         self.connection = connection
-        self._apis: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.calls = 0  # API requests made (watch streams count once per open)
+        self.calls = 0  # API requests made (a watch stream counts once per open)
 
     @property
     def namespace(self) -> str:
@@ -361,81 +398,85 @@ class Kube:
     def server(self) -> str:
         return self.connection.server
 
+    def close(self) -> None:
+        """Close pooled connections (the server sees an orderly end, not a reset)."""
+        try:
+            self._client.rest_client.pool_manager.clear()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
     # -- plumbing --
 
-    def _method(self, spec: ResourceKind, op: str) -> Any:
-        with self._lock:
-            api = self._apis.get(spec.api)
-            if api is None:
-                from kubernetes import client as k8s_client
+    def _send(self, method: str, path: str, query: list[tuple[str, Any]], *, verb: str, spec: ResourceKind,
+              name: Optional[str] = None, namespace: Optional[str] = None, body: Any = None,
+              content_type: Optional[str] = None, timeout: Any = REQUEST_TIMEOUT, stream: bool = False) -> Any:
+        """One request through the official ApiClient (auth, TLS, proxies); kaitoctl errors on failure.
 
-                api = self._apis[spec.api] = getattr(k8s_client, spec.api)(self._client)
-            self.calls += 1
-        return getattr(api, op)
-
-    @contextmanager
-    def _translate(self, verb: str, spec: ResourceKind, name: Optional[str] = None,
-                   namespace: Optional[str] = None) -> Iterator[None]:
+        Returns the JSON body as a dict, or with ``stream`` the unread urllib3 response.
+        """
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        with self._lock:
+            self.calls += 1
         try:
-            yield
-        except ApiException as exc:
-            raise api_error(exc, verb, spec, name, namespace, self.server) from exc
+            request = self._client.param_serialize(method=method, resource_path=path, query_params=query or None,
+                                                   header_params=headers, body=body,
+                                                   auth_settings=["BearerToken"])
+            resp = self._client.call_api(*request, _request_timeout=timeout)
+            if not 200 <= resp.status <= 299:
+                raise api_error(resp.status, resp.read(), verb, spec, name, namespace, self.server,
+                                reason=resp.reason or "")
+            if stream:
+                return resp.response
+            data = resp.read()
+        except ApiException as exc:  # the client reports TLS failures this way (status 0)
+            if exc.status:
+                raise api_error(exc.status, exc.body, verb, spec, name, namespace, self.server) from exc
+            raise transport_error(OSError(f"SSL: {exc.reason}"), self.server) from exc
         except (HTTPError, OSError) as exc:
             raise transport_error(exc, self.server) from exc
-
-    @staticmethod
-    def _json(resp: Any) -> dict[str, Any]:
-        data = resp.data
-        return json.loads(data) if data else {}
+        if not data:
+            return {}
+        if verb == "log":
+            return data
+        return json.loads(data)
 
     def _ns(self, namespace: Optional[str]) -> str:
         return namespace or self.namespace
+
+    @staticmethod
+    def _typed(obj: dict[str, Any], spec: ResourceKind) -> dict[str, Any]:
+        obj.setdefault("kind", spec.kind)
+        obj.setdefault("apiVersion", spec.api_version)
+        return obj
 
     # -- reads --
 
     def list(self, kind: str, namespace: Optional[str] = None, *, all_namespaces: bool = False,
              label_selector: Optional[str] = None, field_selector: Optional[str] = None,
              ) -> tuple[list[dict[str, Any]], str]:
-        """Every object of ``kind`` matching the selectors, and the list's resourceVersion.
-
-        One request. Items get their ``kind``/``apiVersion`` back (list items lack them).
-        """
+        """Every object of ``kind`` matching the selectors, and the list's resourceVersion (one request)."""
         spec = kind_of(kind)
-        kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
+        ns = None if (all_namespaces or not spec.namespaced) else self._ns(namespace)
+        query: list[tuple[str, Any]] = []
         if label_selector:
-            kwargs["label_selector"] = label_selector
+            query.append(("labelSelector", label_selector))
         if field_selector:
-            kwargs["field_selector"] = field_selector
-        ns = None
-        if not spec.namespaced:
-            op, args = f"list_{spec.method}", ()
-        elif all_namespaces:
-            op, args = f"list_{spec.method}_for_all_namespaces", ()
-        else:
-            ns = self._ns(namespace)
-            op, args = f"list_namespaced_{spec.method}", (ns,)
-        with self._translate("list", spec, namespace=ns):
-            data = self._json(self._method(spec, op)(*args, **kwargs))
-        items = data.get("items") or []
-        for item in items:
-            item.setdefault("kind", spec.kind)
-            item.setdefault("apiVersion", spec.api_version)
+            query.append(("fieldSelector", field_selector))
+        data = self._send("GET", spec.path(ns), query, verb="list", spec=spec, namespace=ns)
+        items = [self._typed(i, spec) for i in data.get("items") or []]
         return items, (data.get("metadata") or {}).get("resourceVersion", "")
 
     def get(self, kind: str, name: str, namespace: Optional[str] = None) -> dict[str, Any]:
         """The object, or :class:`NotFound`."""
         spec = kind_of(kind)
         ns = self._ns(namespace) if spec.namespaced else None
-        op = f"read_namespaced_{spec.method}" if spec.namespaced else f"read_{spec.method}"
-        args = (name, ns) if spec.namespaced else (name,)
-        with self._translate("get", spec, name, ns):
-            obj = self._json(self._method(spec, op)(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
-        obj.setdefault("kind", spec.kind)
-        obj.setdefault("apiVersion", spec.api_version)
-        return obj
+        return self._typed(self._send("GET", spec.path(ns, name), [], verb="get", spec=spec, name=name,
+                                      namespace=ns), spec)
 
     def get_or_none(self, kind: str, name: str, namespace: Optional[str] = None) -> Optional[dict[str, Any]]:
         """The object, or None when it does not exist."""
@@ -447,13 +488,14 @@ class Kube:
     def pod_log(self, name: str, container: str, namespace: Optional[str] = None, *, tail_lines: int = 20,
                 previous: bool = False) -> str:
         """The last ``tail_lines`` lines of a container's log ('' if there is none yet)."""
-        spec = KINDS["Pod"]
+        spec = ResourceKind("Pod", "pods/log", "", "v1", True)
         ns = self._ns(namespace)
-        with self._translate("get", ResourceKind("Pod", "pods/log", "", "v1", True, "CoreV1Api", "pod"), name, ns):
-            resp = self._method(spec, "read_namespaced_pod_log")(
-                name, ns, container=container, tail_lines=tail_lines, previous=previous or None,
-                _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-            return resp.data.decode("utf-8", errors="replace")
+        query: list[tuple[str, Any]] = [("container", container), ("tailLines", str(tail_lines))]
+        if previous:
+            query.append(("previous", "true"))
+        data = self._send("GET", KINDS["Pod"].path(ns, name, "log"), query, verb="log", spec=spec, name=name,
+                          namespace=ns)
+        return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else ""
 
     # -- writes --
 
@@ -466,35 +508,23 @@ class Kube:
         spec = kind_of(obj["kind"])
         name = obj["metadata"]["name"]
         ns = self._ns(obj["metadata"].get("namespace")) if spec.namespaced else None
-        op = f"patch_namespaced_{spec.method}" if spec.namespaced else f"patch_{spec.method}"
-        args = (name, ns, obj) if spec.namespaced else (name, obj)
-        kwargs: dict[str, Any] = {
-            "field_manager": FIELD_MANAGER,
-            "_content_type": "application/apply-patch+yaml",
-            "_preload_content": False,
-            "_request_timeout": REQUEST_TIMEOUT,
-        }
+        query: list[tuple[str, Any]] = [("fieldManager", FIELD_MANAGER)]
         if dry_run:
-            kwargs["dry_run"] = "All"
+            query.append(("dryRun", "All"))
         if force:
-            kwargs["force"] = True
-        with self._translate("patch", spec, name, ns):
-            out = self._json(self._method(spec, op)(*args, **kwargs))
-        out.setdefault("kind", spec.kind)
-        out.setdefault("apiVersion", spec.api_version)
-        return out
+            query.append(("force", "true"))
+        out = self._send("PATCH", spec.path(ns, name), query, verb="patch", spec=spec, name=name, namespace=ns,
+                         body=obj, content_type="application/apply-patch+yaml")
+        return self._typed(out, spec)
 
     def delete(self, kind: str, name: str, namespace: Optional[str] = None, *,
                propagation: str = "Background") -> bool:
         """Delete one object; False when it was already gone."""
         spec = kind_of(kind)
         ns = self._ns(namespace) if spec.namespaced else None
-        op = f"delete_namespaced_{spec.method}" if spec.namespaced else f"delete_{spec.method}"
-        args = (name, ns) if spec.namespaced else (name,)
         try:
-            with self._translate("delete", spec, name, ns):
-                self._method(spec, op)(*args, propagation_policy=propagation, _preload_content=False,
-                                       _request_timeout=REQUEST_TIMEOUT)
+            self._send("DELETE", spec.path(ns, name), [("propagationPolicy", propagation)], verb="delete",
+                       spec=spec, name=name, namespace=ns)
         except NotFound:
             return False
         return True
@@ -508,54 +538,47 @@ class Kube:
 
         Raises :class:`WatchExpired` on 410, kaitoctl errors on other failures.
         """
-        kwargs: dict[str, Any] = {
-            "watch": True,
-            "resource_version": resource_version,
-            "allow_watch_bookmarks": True,
-            "timeout_seconds": WATCH_SECONDS,
-            "_preload_content": False,
-            "_request_timeout": (REQUEST_TIMEOUT[0], WATCH_SECONDS + 30),
-        }
-        if label_selector:
-            kwargs["label_selector"] = label_selector
-        if field_selector:
-            kwargs["field_selector"] = field_selector
-        if not spec.namespaced:
-            op, args = f"list_{spec.method}", ()
-        elif namespace is None:
-            op, args = f"list_{spec.method}_for_all_namespaces", ()
-        else:
-            op, args = f"list_namespaced_{spec.method}", (namespace,)
-        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
+        query: list[tuple[str, Any]] = [("watch", "true"), ("resourceVersion", resource_version),
+                                        ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(WATCH_SECONDS))]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         try:
-            with self._translate("watch", spec, namespace=namespace):
-                resp = self._method(spec, op)(*args, **kwargs)
+            resp = self._send("GET", spec.path(namespace), query, verb="watch", spec=spec, namespace=namespace,
+                              timeout=(REQUEST_TIMEOUT[0], WATCH_SECONDS + 30), stream=True)
         except ClusterError as err:
-            cause = err.__cause__
-            if isinstance(cause, ApiException) and cause.status == 410:
-                raise WatchExpired() from cause
+            if http_status(err) == 410:
+                raise WatchExpired() from err
             raise
         holder._set_response(resp)
         try:
-            with self._translate("watch", spec, namespace=namespace):
-                for line in _lines(resp):
-                    if holder.stopped:
-                        return
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue
-                    etype = event.get("type")
-                    obj = event.get("object") or {}
-                    if etype == "ERROR":
-                        if obj.get("code") == 410:
-                            raise WatchExpired()
-                        raise ClusterError(f"watch of {spec.resource} failed: {obj.get('message', obj)}")
-                    yield etype, obj
+            for line in _lines(resp):
+                if holder.stopped:
+                    return
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                etype = event.get("type")
+                obj = event.get("object") or {}
+                if etype == "ERROR":
+                    if obj.get("code") == 410:
+                        raise WatchExpired()
+                    raise ClusterError(f"watch of {spec.resource} failed: {obj.get('message', obj)}")
+                yield etype, obj
+        except (HTTPError, OSError) as exc:
+            if holder.stopped:
+                return
+            raise transport_error(exc, self.server) from exc
         finally:
             holder._set_response(None)
-            resp.release_conn()
+            try:
+                resp.release_conn()
+            except Exception:  # noqa: BLE001 - a shut-down socket may refuse even that
+                pass
 
 
 def _lines(resp: Any) -> Iterator[bytes]:
@@ -649,7 +672,7 @@ class Informer:
             except ClusterError as err:
                 if self.stopped:
                     return
-                if isinstance(err, NotFound) or "forbidden" in err.message or "unauthorized" in err.message:
+                if http_status(err) in (400, 401, 403, 404, 422):
                     raise
                 failures += 1
                 if failures > WATCH_RETRIES:

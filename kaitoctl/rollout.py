@@ -408,7 +408,7 @@ def watch(kube: Any, kind: str, name: str, namespace: str, *, timeout_s: float,
     KeyboardInterrupt propagates (the informers are stopped first).
     """
     from kaitoctl.errors import RolloutFailed, RolloutTimeout
-    from kaitoctl.kube import Informer
+    from kaitoctl.kube import Informer, is_forbidden
 
     informers = [
         Informer(kube, kind, namespace, field_selector=f"metadata.name={name}"),
@@ -424,7 +424,7 @@ def watch(kube: Any, kind: str, name: str, namespace: str, *, timeout_s: float,
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             if informer.stopped:
                 return
-            if informer.spec.kind == "Event" and "forbidden" in str(getattr(exc, "message", "")):
+            if informer.spec.kind == "Event" and is_forbidden(exc):
                 events.put(("no-events", exc))  # events only add detail: carry on without them
             else:
                 events.put(("error", exc))

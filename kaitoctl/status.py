@@ -248,11 +248,14 @@ def get_workspace(kube: Any, name: str, namespace: Optional[str]) -> WorkspaceVi
                        hint=f"`kaitoctl status -n {ns}` lists the workspaces there (-A: all namespaces)")
     pods, _ = kube.list("Pod", ns, label_selector=selector)
     services, _ = kube.list("Service", ns, label_selector=selector)
-    events = []
+    from kaitoctl.errors import ClusterError
+    from kaitoctl.kube import is_forbidden
+
+    events: list[dict[str, Any]] = []
     try:
         events, _ = kube.list("Event", ns)
-    except Exception as err:  # noqa: BLE001 - events only add detail; RBAC may hide them
-        if "forbidden" not in str(getattr(err, "message", err)):
+    except ClusterError as err:  # events only add detail; RBAC may hide them
+        if not is_forbidden(err):
             raise
     for obj in workloads + pods + services:
         obj.setdefault("metadata", {}).setdefault("namespace", ns)

@@ -12,14 +12,6 @@ from kaitoctl import kube
 from kaitoctl.errors import ClusterError, Conflict, NotFound
 
 
-class FakeApiException(Exception):
-    def __init__(self, status, body):
-        super().__init__(status)
-        self.status = status
-        self.reason = "reason"
-        self.body = json.dumps(body)
-
-
 def _status(code, message, causes=None):
     body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": message}
     if causes is not None:
@@ -34,7 +26,7 @@ SERVER = "https://10.0.0.1:6443"
 
 def test_forbidden_names_verb_resource_and_rule():
     msg = 'deployments.apps "llm" is forbidden: User "alice" cannot patch resource "deployments" in API group "apps"'
-    err = kube.api_error(FakeApiException(403, _status(403, msg)), "patch", DEPLOY, "llm", "ml", SERVER)
+    err = kube.api_error(403, json.dumps(_status(403, msg)), "patch", DEPLOY, "llm", "ml", SERVER)
     assert type(err) is ClusterError and err.exit_code == 4
     assert err.message == 'forbidden: you may not patch deployments.apps "llm" in namespace "ml"'
     assert f"server said: {msg}" in err.details
@@ -44,19 +36,19 @@ def test_forbidden_names_verb_resource_and_rule():
 
 
 def test_forbidden_cluster_scoped_needs_a_clusterrole():
-    err = kube.api_error(FakeApiException(403, _status(403, "no")), "list", NODES, None, None, SERVER)
+    err = kube.api_error(403, json.dumps(_status(403, "no")), "list", NODES, None, None, SERVER)
     assert err.message == "forbidden: you may not list nodes"
     assert 'RBAC rule that would allow it (ClusterRole): apiGroups: [""], resources: ["nodes"], verbs: ["list"]' \
         in err.details
 
 
 def test_unauthorized_names_the_server():
-    err = kube.api_error(FakeApiException(401, _status(401, "Unauthorized")), "list", NODES, None, None, SERVER)
+    err = kube.api_error(401, json.dumps(_status(401, "Unauthorized")), "list", NODES, None, None, SERVER)
     assert err.message == f"unauthorized: the API server at {SERVER} did not accept kaitoctl's credentials to list nodes"
 
 
 def test_not_found():
-    err = kube.api_error(FakeApiException(404, _status(404, 'deployments.apps "x" not found')), "get", DEPLOY, "x",
+    err = kube.api_error(404, json.dumps(_status(404, 'deployments.apps "x" not found')), "get", DEPLOY, "x",
                          "ml", SERVER)
     assert isinstance(err, NotFound)
     assert err.message == "deployment.apps/x not found in namespace 'ml'"
@@ -65,7 +57,7 @@ def test_not_found():
 def test_apply_conflict_lists_fields_and_owner():
     causes = [{"type": "FieldManagerConflict", "message": 'conflict with "kubectl-edit" using apps/v1',
                "field": ".spec.replicas"}]
-    err = kube.api_error(FakeApiException(409, _status(409, "Apply failed with 1 conflict", causes)), "patch",
+    err = kube.api_error(409, json.dumps(_status(409, "Apply failed with 1 conflict", causes)), "patch",
                          DEPLOY, "llm", "ml", SERVER)
     assert isinstance(err, Conflict)
     assert err.message == ("server-side apply conflict on deployment.apps/llm: 1 field(s) are owned by another "
@@ -78,7 +70,7 @@ def test_invalid_lists_the_servers_field_causes():
     causes = [{"reason": "FieldValueInvalid", "message": "Invalid value: -1: must be greater than or equal to 0",
                "field": "spec.replicas"},
               {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.template.spec.containers"}]
-    err = kube.api_error(FakeApiException(422, _status(422, "Deployment.apps \"llm\" is invalid", causes)),
+    err = kube.api_error(422, json.dumps(_status(422, "Deployment.apps \"llm\" is invalid", causes)),
                          "patch", DEPLOY, "llm", "ml", SERVER)
     assert err.message == "the API server rejected deployment.apps/llm as invalid"
     assert err.details == ["spec.replicas: Invalid value: -1: must be greater than or equal to 0",
