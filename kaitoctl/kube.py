@@ -293,7 +293,7 @@ def _api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: 
                         f"{' in namespace ' + repr(namespace) if namespace else ''}", details=details)
     if status == 409:
         causes = (body.get("details") or {}).get("causes") or []
-        owned = [c for c in causes if c.get("type") == "FieldManagerConflict"]
+        owned = [c for c in causes if (c.get("reason") or c.get("type")) == "FieldManagerConflict"]
         if owned:
             lines = [f"{c.get('field', '?')}: {c.get('message', '')}" for c in owned]
             return Conflict(

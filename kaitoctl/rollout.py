@@ -297,7 +297,9 @@ def _nonempty(lines: list[Optional[str]]) -> list[str]:
 
 
 def _event_lines(events: list[dict[str, Any]], reason: str) -> list[str]:
-    return [f"event {e.get('reason')}: {e.get('message', '')}" for e in events if e.get("reason") == reason][-2:]
+    # "Error: ImagePullBackOff" events only repeat the container state; keep the ones with the cause.
+    return [f"event {e.get('reason')}: {e.get('message', '')}" for e in events
+            if e.get("reason") == reason and not str(e.get("message", "")).startswith("Error: ")][-2:]
 
 
 def describe_pod(pod: dict[str, Any], adapters: list[dict[str, Any]] = ()) -> str:  # type: ignore[assignment]

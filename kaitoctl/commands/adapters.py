@@ -15,7 +15,7 @@ import typer
 
 from kaitoctl.commands._options import ContextOption, KubeconfigOption, NamespaceOption, OptionalFileOption
 from kaitoctl.commands.cluster import (WAIT_CONTEXT, ConsoleUI, NoWaitOption, TimeoutOption, connect,
-                                       parse_duration, run_interruptible, wait_flag)
+                                       name_and_wait, parse_duration, run_interruptible)
 from kaitoctl.errors import NotFound, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -30,6 +30,8 @@ adapters_app = typer.Typer(
 )
 
 NameArgument = Annotated[str, typer.Argument(help="The workspace.")]
+# Commands that also take --wait[=BOOL] parse NAME leniently (see kaitoctl.commands.cluster.name_and_wait).
+OptionalNameArgument = Annotated[Optional[str], typer.Argument(help="The workspace.", show_default=False)]
 AllowDowntimeOption = Annotated[bool, typer.Option("--allow-downtime", help="Allow an update that must stop the "
                                                    "serving pod first (Recreate) when no second pod's GPUs fit.")]
 NoRollbackOption = Annotated[bool, typer.Option("--no-rollback", help="Leave a failed update in place for "
@@ -42,6 +44,13 @@ class ListFormat(str, Enum):
     table = "table"
     json = "json"
     yaml = "yaml"
+
+
+def _name_and_wait(ctx: typer.Context, name: Optional[str], no_wait: bool) -> tuple[str, bool]:
+    found, wait = name_and_wait(ctx, name, no_wait, default=True)
+    if found is None:
+        raise UsageError("missing argument NAME: the workspace")
+    return found, wait
 
 
 def _recorded(kube: Any, name: str, namespace: str) -> tuple[dict[str, Any], Any]:
@@ -131,7 +140,7 @@ def print_diff(rows: list["AdapterDiff"], console: Any) -> None:
 @adapters_app.command("update", context_settings=WAIT_CONTEXT)
 def update_command(
     ctx: typer.Context,
-    name: NameArgument,
+    name: OptionalNameArgument = None,
     adapter: Annotated[Optional[list[str]], typer.Option("--adapter", "--add", help="NAME=IMAGE: add an adapter, "
                                                          "or replace its image. Repeatable.")] = None,
     strength: Annotated[Optional[list[str]], typer.Option("--strength", help="NAME=VALUE: set an adapter's "
@@ -163,7 +172,7 @@ def update_command(
     from kaitoctl.apply import ApplyOptions, apply_workspace
     from kaitoctl.output import stderr_console, stdout_console
 
-    wait = wait_flag(ctx, no_wait, default=True)
+    name, wait = _name_and_wait(ctx, name, no_wait)
     secrets: dict[str, list[str]] = {}
     for value in pull_secret or []:
         key, sep, secret = value.partition("=")
@@ -255,7 +264,7 @@ def history_command(
 
 def rollback_command(
     ctx: typer.Context,
-    name: NameArgument,
+    name: OptionalNameArgument = None,
     to_revision: Annotated[Optional[int], typer.Option("--to-revision", help="The revision to restore (default: "
                                                        "the latest earlier one that rolled out).")] = None,
     namespace: NamespaceOption = None,
@@ -274,7 +283,7 @@ def rollback_command(
     from kaitoctl.apply import ApplyOptions, apply_workspace
     from kaitoctl.workspace import Workspace
 
-    wait = wait_flag(ctx, no_wait, default=True)
+    name, wait = _name_and_wait(ctx, name, no_wait)
     timeout_s = parse_duration(timeout)
     kube = connect(kubeconfig, context, namespace)
     ns = namespace or kube.namespace

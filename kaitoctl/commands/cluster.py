@@ -80,8 +80,19 @@ def parse_duration(text: str) -> float:
 
 def wait_flag(ctx: typer.Context, no_wait: bool, default: bool) -> bool:
     """The value of ``--wait``/``--wait=BOOL``/``--no-wait`` from the extra arguments; others are errors."""
+    return name_and_wait(ctx, None, no_wait, default, takes_name=False)[1]
+
+
+def name_and_wait(ctx: typer.Context, name: Optional[str], no_wait: bool, default: bool, *,
+                  takes_name: bool = True) -> tuple[Optional[str], bool]:
+    """A command's NAME argument and ``--wait[=BOOL]``/``--no-wait``.
+
+    With unknown options allowed (so that ``--wait=false`` parses), the parser may hand
+    ``--wait`` over as NAME and NAME over as an extra argument: sort them out here.
+    """
     value = default
-    for arg in ctx.args:
+    positional: list[str] = []
+    for arg in ([name] if name is not None else []) + list(ctx.args):
         if arg == "--wait" or arg.startswith("--wait="):
             raw = arg.partition("=")[2].lower()
             if raw in _TRUE:
@@ -90,10 +101,13 @@ def wait_flag(ctx: typer.Context, no_wait: bool, default: bool) -> bool:
                 value = False
             else:
                 raise UsageError(f"--wait={raw}: expected true or false")
+        elif arg.startswith("-"):
+            raise UsageError(f"no such option: {arg}", hint=f"`kaitoctl {ctx.info_name} --help` lists the options")
         else:
-            raise UsageError(f"no such option or unexpected argument: {arg}",
-                             hint=f"`kaitoctl {ctx.info_name} --help` lists the options")
-    return False if no_wait else value
+            positional.append(arg)
+    if len(positional) > (1 if takes_name else 0):
+        raise UsageError(f"unexpected argument(s): {' '.join(positional[1 if takes_name else 0:])}")
+    return (positional[0] if positional else None), (False if no_wait else value)
 
 
 def connect(kubeconfig: Any, context: Optional[str], namespace: Optional[str]) -> "Kube":
@@ -463,7 +477,7 @@ def delete_command(
     """
     from kaitoctl.delete import delete_workspace
 
-    wait = wait_flag(ctx, no_wait, default=False)
+    name, wait = name_and_wait(ctx, name, no_wait, default=False)
     if (name is None) == (filename is None):
         raise UsageError("give a workspace NAME or -f FILE (not both)")
     kube = connect(kubeconfig, context, namespace)

@@ -121,7 +121,7 @@ def test_namespace_flag_must_agree_with_the_file(sim, kaitoctl, write_ws):
 
 def test_ctrl_c_leaves_everything_applied_and_says_how_to_resume(sim, kaitoctl, write_ws):
     gpu_node(sim)
-    sim.set_image_behaviour(MODEL_IMAGE, "never_ready")
+    sim.set_image_behaviour(MODEL_IMAGE, "slow", ticks=150)   # Ready about 3 s after it starts
     proc = kaitoctl.start("apply", "-f", write_ws(), "--timeout", "120s")
     wait_for(lambda: sim.list("Pod", "default", "kaito.sh/workspace=falcon"), what="the pod")
     wait_for(lambda: requests_of(sim, "GET", "/pods") and any(q.get("watch") == "true"
@@ -134,3 +134,35 @@ def test_ctrl_c_leaves_everything_applied_and_says_how_to_resume(sim, kaitoctl, 
     assert "Traceback" not in err
     assert sim.get("Deployment", "default", "falcon") is not None
     assert sim.get("Service", "default", "falcon") is not None
+
+    resumed = kaitoctl("status", "falcon", "--watch", "--timeout", "60s")
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'deployment "falcon" successfully rolled out' in resumed.stderr
+    assert "Serving: yes, 1/1 pod(s) ready" in resumed.stdout
+
+
+def test_several_namespaces_list_wide_and_delete_by_file(sim, kaitoctl, tmp_path):
+    import yaml
+
+    gpu_node(sim, gpus=4)
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump_all([workspace_doc("alpha", namespace="team-a"),
+                                        workspace_doc("beta", namespace="team-b")]))
+    sim.add_namespace("team-a")
+    sim.add_namespace("team-b")
+    applied = kaitoctl("apply", "-f", str(path), "--timeout", "60s")
+    assert applied.returncode == 0, applied.stderr
+    assert "deployment.apps/alpha created" in applied.stdout and "deployment.apps/beta created" in applied.stdout
+
+    everywhere = kaitoctl("status", "-A", "-o", "wide")
+    assert everywhere.returncode == 0, everywhere.stderr
+    lines = everywhere.stdout.splitlines()
+    assert lines[0].split()[:2] == ["NAMESPACE", "NAME"] and lines[0].split()[-4:] == ["REVISION", "STRATEGY",
+                                                                                        "NODES", "IMAGE"]
+    assert [line.split()[:2] for line in lines[1:]] == [["team-a", "alpha"], ["team-b", "beta"]]
+    only_a = kaitoctl("status", "-n", "team-a")
+    assert [line.split()[0] for line in only_a.stdout.splitlines()[1:]] == ["alpha"]
+
+    deleted = kaitoctl("delete", "-f", str(path), "--wait")
+    assert deleted.returncode == 0, deleted.stderr
+    assert sim.list("Deployment") == [] and sim.list("Pod", "team-a") == []

@@ -55,7 +55,7 @@ def test_not_found():
 
 
 def test_apply_conflict_lists_fields_and_owner():
-    causes = [{"type": "FieldManagerConflict", "message": 'conflict with "kubectl-edit" using apps/v1',
+    causes = [{"reason": "FieldManagerConflict", "message": 'conflict with "kubectl-edit" using apps/v1',
                "field": ".spec.replicas"}]
     err = kube.api_error(409, json.dumps(_status(409, "Apply failed with 1 conflict", causes)), "patch",
                          DEPLOY, "llm", "ml", SERVER)
