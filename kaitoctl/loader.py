@@ -44,16 +44,16 @@ def format_path(path: Iterable[PathPart]) -> str:
     """``("inference", "adapters", 1, "strength")`` → ``inference.adapters[1].strength``.
 
     Keys that are not identifiers (label keys such as ``kaito.sh/workspace``)
-    are quoted in brackets so that the path stays unambiguous.
+    are quoted in brackets so that the path stays unambiguous; huge keys are shortened.
     """
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _IDENT.match(part):
+        elif _IDENT.match(part) and len(part) <= 60:
             out += f".{part}" if out else part
         else:
-            out += "[" + _quote(part) + "]"
+            out += "[" + show_value(part) + "]"
     return out
 
 
@@ -61,14 +61,17 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def show_value(value: Any, limit: int = 60) -> str:
-    """A value as it would appear in YAML, shortened so that huge input never floods the terminal."""
+def show_value(value: Any, limit: int = 60, *, quote: bool = True) -> str:
+    """A value as it would appear in YAML, shortened so that huge input never floods the terminal.
+
+    ``quote=False`` shows strings bare (for KAITO's message texts, which do not quote names).
+    """
     if value is None:
         text = "null"
     elif isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, str):
-        text = _quote(value)
+        text = _quote(value) if quote else value
     elif isinstance(value, dict):
         text = "a mapping"
     elif isinstance(value, list):

@@ -111,6 +111,11 @@ class _Context:
 # Name helpers
 
 
+def _bare(text: str) -> str:
+    """A user's string inside a message without quotes (KAITO's style), shortened if huge."""
+    return show_value(text, quote=False)
+
+
 def _label_problem(name: str, *, what: str, dns1035: bool = False, max_len: int = LABEL_MAX,
                    purpose: str = "") -> Optional[str]:
     """Why ``name`` is not a DNS label (None when it is one), in words, with a suggestion."""
@@ -260,7 +265,8 @@ def _rule_metadata(ctx: _Context) -> None:
             ctx.error(("metadata", "labels", key), f"invalid label key {show_value(key)}: {problem}", key=True)
         problem = _label_value_problem(value)
         if problem:
-            ctx.error(("metadata", "labels", key), f"invalid value {show_value(value)} for label {key}: {problem}")
+            ctx.error(("metadata", "labels", key),
+                      f"invalid value {show_value(value)} for label {_bare(key)}: {problem}")
     for key, value in (meta.annotations or {}).items():
         problem = _qualified_name_problem(key)
         if problem:
@@ -297,6 +303,10 @@ def _rule_resource(ctx: _Context) -> None:
         ctx.error(("resource", "instanceType"), "instanceType is empty: set it to the instance type of your GPU nodes "
                                                 f"(see kaitoctl skus list), or omit it for KAITO's default "
                                                 f"{DEFAULT_INSTANCE_TYPE}")
+    elif _label_value_problem(res.instanceType):
+        ctx.error(("resource", "instanceType"),
+                  f"instance type {show_value(res.instanceType)} cannot match any node: nodes carry it in the label "
+                  f"node.kubernetes.io/instance-type, and {_label_value_problem(res.instanceType)}")
     elif ctx.sku is None:
         message = (f"instance type {show_value(res.instanceType)} is not in kaitoctl's catalog, so the GPU fit is "
                    "unchecked here (the preflight checks the nodes' GPUs against the cluster)")
@@ -335,7 +345,8 @@ def _check_selector(ctx: _Context) -> None:
             ctx.error(base + ("matchLabels", key), f"invalid label key {show_value(key)}: {problem}", key=True)
         problem = _label_value_problem(value)
         if problem:
-            ctx.error(base + ("matchLabels", key), f"invalid value {show_value(value)} for label {key}: {problem}")
+            ctx.error(base + ("matchLabels", key),
+                      f"invalid value {show_value(value)} for label {_bare(key)}: {problem}")
     for i, expr in enumerate(selector.matchExpressions or []):
         path = base + ("matchExpressions", i)
         problem = _qualified_name_problem(expr.key)
@@ -387,7 +398,7 @@ def _check_preset(ctx: _Context) -> None:
         if not spec.name:
             message = "preset name must not be empty"
         else:
-            message = f"Unsupported inference preset name {spec.name}"
+            message = f"Unsupported inference preset name {_bare(spec.name)}"
         lower = catalog.presets().get(spec.name.lower())
         close = [lower.name] if lower else difflib.get_close_matches(spec.name, names, n=1, cutoff=0.6)
         if close:
@@ -473,7 +484,7 @@ def _rule_adapters(ctx: _Context) -> None:
             _check_adapter_source(ctx, path + ("source",), source)
             name = source.name or ""
             if name in seen:
-                ctx.error(path + ("source", "name"), f"Duplicate adapter source name found: {name} (also adapter "
+                ctx.error(path + ("source", "name"), f"Duplicate adapter source name found: {_bare(name)} (also adapter "
                                                      f"{seen[name]}): adapter names must be unique")
             elif name:
                 seen[name] = i
@@ -549,21 +560,21 @@ def _check_strength(ctx: _Context, path: Path, strength: Optional[str], name: st
     if not _DECIMAL.match(text):
         lowered = text.lower().lstrip("+-")
         if lowered in ("nan", "inf", "infinity", ".nan", ".inf"):
-            ctx.error(spath, f"Strength value for Adapter '{name}' must be between 0 and 1: "
+            ctx.error(spath, f"Strength value for Adapter '{_bare(name)}' must be between 0 and 1: "
                              f"{show_value(strength)} is not a finite number")
         else:
-            ctx.error(spath, f"Invalid strength value for Adapter '{name}': {show_value(strength)} is not a number; "
+            ctx.error(spath, f"Invalid strength value for Adapter '{_bare(name)}': {show_value(strength)} is not a number; "
                              "write a number between 0 and 1 as a string, e.g. \"0.5\"")
         return
     value = float(text)
     if not math.isfinite(value) or value < 0 or value > 1:
-        ctx.error(spath, f"Strength value for Adapter '{name}' must be between 0 and 1 (found {strength}): it "
+        ctx.error(spath, f"Strength value for Adapter '{_bare(name)}' must be between 0 and 1 (found {_bare(strength)}): it "
                          "scales the adapter's weights, 1.0 applies them fully")
         return
     written, raw = ctx.raw_at(spath)
     if written and isinstance(raw, (int, float)) and not isinstance(raw, bool):
         ctx.warning(spath, f"strength is written as a YAML number; KAITO's CRD types it as a string: write "
-                           f"strength: \"{strength}\"")
+                           f"strength: \"{_bare(strength)}\"")
     if value != 1:
         ctx.warning(spath, "strength is not portable to KAITO's vLLM runtime (it rejects adapter strength; KAITO's "
                            "transformers runtime and kaitoctl honour it)")
