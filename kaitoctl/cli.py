@@ -1,6 +1,6 @@
 """The kaitoctl command line: one Typer app, thin commands, one error boundary.
 
-Commands live in ``kaitoctl/commands/<area>.py`` and are registered here. This
+Commands live in ``kaitoctl/commands/<area>.py`` and are built here on first use. This
 module is on every command's start-up path: keep its imports light.
 """
 
@@ -8,12 +8,91 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from collections.abc import Iterator, MutableMapping
+from typing import Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from kaitoctl import __version__
 from kaitoctl.errors import KaitoctlError
+
+# Click commands built from the command modules, once per process: main() runs many times
+# in-process in tests. Key: a module name, or None for every module.
+_BUILT: dict[Optional[str], dict[str, Any]] = {}
+
+
+def _module_commands(module: Optional[str]) -> dict[str, Any]:
+    """The commands ``kaitoctl.commands.<module>`` registers (every module's for None), in order."""
+    if module not in _BUILT:
+        from kaitoctl.commands import MODULES, register_function
+
+        holder = typer.Typer(
+            rich_markup_mode=app.rich_markup_mode,
+            pretty_exceptions_short=app.pretty_exceptions_short,
+            suggest_commands=app.suggest_commands,
+            add_completion=False,
+        )
+        for name in MODULES if module is None else (module,):
+            register_function(name)(holder)
+        _BUILT[module] = dict(typer.main.get_group(holder).commands)
+    return _BUILT[module]
+
+
+class _LazyCommands(MutableMapping[str, Any]):
+    """The root group's commands, imported and built on first use.
+
+    Looking one name up (running a command) builds only the module that
+    ``COMMAND_MODULES`` names for it: the other modules' imports and option
+    parsing cost start-up time a single command never uses. Listing them
+    (``--help``, completion, did-you-mean) or an unknown name builds them all,
+    in registration order, so the table is only ever a shortcut.
+    """
+
+    def __init__(self, own: dict[str, Any]) -> None:
+        self._own = own  # commands registered on `app` itself, if any
+        self._commands: dict[str, Any] = {}
+        self._complete = False
+
+    def _all(self) -> dict[str, Any]:
+        if not self._complete:
+            self._commands = {**_module_commands(None), **self._own}
+            self._complete = True
+        return self._commands
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._own:
+            return self._own[name]
+        if name not in self._commands and not self._complete:
+            from kaitoctl.commands import COMMAND_MODULES
+
+            module = COMMAND_MODULES.get(name)
+            command = _module_commands(module).get(name) if module else None
+            if command is None:
+                return self._all()[name]
+            self._commands[name] = command
+        return self._commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._all()[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._all()[name]
+
+
+class _LazyGroup(TyperGroup):
+    """The root group, with commands from `_LazyCommands`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.commands = _LazyCommands(dict(self.commands))
+
 
 app = typer.Typer(
     name="kaitoctl",
@@ -22,6 +101,7 @@ app = typer.Typer(
         "validate, preflight GPU nodes, apply, watch the rollout, and manage LoRA adapters. "
         "No operator, CRD or webhook needed in the cluster."
     ),
+    cls=_LazyGroup,
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -50,22 +130,6 @@ def _root(
     _DEBUG = debug
 
 
-_COMMANDS_REGISTERED = False
-
-
-def _register_commands() -> None:
-    # Once per process: main() runs many times in-process in tests, and registering again would add
-    # every command a second time (and make each later call slower).
-    global _COMMANDS_REGISTERED
-    if _COMMANDS_REGISTERED:
-        return
-    from kaitoctl.commands import REGISTERED
-
-    for register in REGISTERED:
-        register(app)
-    _COMMANDS_REGISTERED = True
-
-
 def _print_error(err: KaitoctlError) -> None:
     from kaitoctl.output import stderr_console
 
@@ -79,7 +143,6 @@ def _print_error(err: KaitoctlError) -> None:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app and map every outcome to a documented exit code."""
-    _register_commands()
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="kaitoctl", standalone_mode=False)

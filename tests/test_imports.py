@@ -39,6 +39,10 @@ def _top(name: str) -> str:
 
 
 def loaded_modules(argv: list[str], tmp_path: Path) -> set[str]:
+    return {_top(name) for name in loaded_module_names(argv, tmp_path)}
+
+
+def loaded_module_names(argv: list[str], tmp_path: Path) -> set[str]:
     out = tmp_path / "modules.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAITOCTL_")}
     proc = subprocess.run(
@@ -46,7 +50,7 @@ def loaded_modules(argv: list[str], tmp_path: Path) -> set[str]:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 0, f"kaitoctl {' '.join(argv)} failed:\n{proc.stderr}"
-    return {_top(name) for name in json.loads(out.read_text())}
+    return set(json.loads(out.read_text()))
 
 
 @pytest.mark.parametrize(
@@ -64,6 +68,61 @@ def test_offline_commands_load_neither_ml_stack_nor_kubernetes(argv: list[str], 
     modules = loaded_modules(argv, tmp_path)
     assert "kaitoctl" in modules  # the run really went through kaitoctl
     assert not modules & {*ML_STACK, SERVER, *CLUSTER}
+
+
+def _command_modules(names: set[str]) -> set[str]:
+    return {name for name in names if name.startswith("kaitoctl.commands.") and name != "kaitoctl.commands._options"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "module"),
+    [
+        (["render", "-f", "examples/falcon-7b-adapters.yaml"], "render"),
+        (["validate", "-f", "examples/falcon-7b.yaml"], "validate"),
+        (["presets", "list"], "catalog"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else value,
+)
+def test_running_one_command_imports_only_its_command_module(argv: list[str], module: str, tmp_path: Path) -> None:
+    # Start-up: building every command's options costs time one command never uses.
+    assert _command_modules(loaded_module_names(argv, tmp_path)) == {f"kaitoctl.commands.{module}"}
+
+
+def test_command_table_names_the_module_that_registers_each_command() -> None:
+    # COMMAND_MODULES is how `kaitoctl <name>` finds its module without importing the rest. A command
+    # missing from it still runs (every module is then imported), only slower: add it to the table.
+    import typer
+
+    from kaitoctl.commands import COMMAND_MODULES, MODULES, register_function
+
+    registered = {}
+    for module in MODULES:
+        holder = typer.Typer()
+        register_function(module)(holder)
+        registered.update(dict.fromkeys(typer.main.get_group(holder).commands, module))
+    assert COMMAND_MODULES == registered
+
+
+def test_help_completion_and_suggestions_see_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from kaitoctl.cli import main
+    from kaitoctl.commands import COMMAND_MODULES
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    listed = capsys.readouterr().out.split("Commands:", 1)[1]
+    assert sorted(line.split()[0] for line in listed.strip().splitlines()) == sorted(COMMAND_MODULES)
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rollbak"])
+    assert exit_info.value.code == 2
+    assert "No such command 'rollbak'. Did you mean 'rollback'?" in capsys.readouterr().err
+
+    env = {**os.environ, "_KAITOCTL_COMPLETE": "complete_bash", "COMP_WORDS": "kaitoctl s", "COMP_CWORD": "1"}
+    proc = subprocess.run([sys.executable, "-m", "kaitoctl"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["status", "serve", "skus"]
 
 
 def _imports(tree: ast.AST) -> list[tuple[str, int]]:
