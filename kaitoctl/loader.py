@@ -32,6 +32,7 @@ MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_NODES = 100_000          # per document, counting every alias expansion
 MAX_DEPTH = 64               # mapping/sequence nesting
 MAX_DOCUMENTS = 1_000
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 PathPart = Union[str, int]
 Path = tuple[PathPart, ...]
@@ -385,8 +386,16 @@ class _Converter:
             try:
                 value = self.loader.construct_object(node, deep=True)
             except Exception:  # noqa: BLE001 - PyYAML raises assorted types for odd scalars
-                self.error(node, path, f"cannot read the value {show_value(node.value)} as {tag[len(_YAML_TAG):]}")
-                return node.value
+                if tag != _YAML_TAG + "int":
+                    self.error(node, path, f"cannot read the value {show_value(node.value)} as "
+                                           f"{tag[len(_YAML_TAG):]}")
+                    return node.value
+                value = None  # too many digits for Python to even parse: out of range, below
+            if tag == _YAML_TAG + "int" and not (isinstance(value, int) and INT64_MIN <= value <= INT64_MAX):
+                # Kubernetes numbers are 64-bit; a bigger one is a mistake (and too long to even print).
+                self.error(node, path, f"the integer {show_value(node.value)} is out of range: Kubernetes integers "
+                                       "are 64-bit")
+                return None
             return value
         self.error(node, path, f"unsupported YAML tag {tag!r}: Workspace values are plain strings, numbers, "
                                "booleans, lists and mappings")
@@ -486,8 +495,11 @@ def _build_workspace(doc: LoadedDocument, data: dict[str, Any]) -> None:
     try:
         workspace = Workspace.model_validate(data, strict=True)
     except pydantic.ValidationError as err:
+        already = {f.path for f in doc.findings}  # the YAML problem there was reported; its fallout is noise
         for error in err.errors(include_url=False):
-            doc.findings.append(_schema_finding(doc, error))
+            finding = _schema_finding(doc, error)
+            if finding.path not in already:
+                doc.findings.append(finding)
         return
     except (RecursionError, ValueError, TypeError) as err:  # defensive: odd input the model chokes on
         doc.findings.append(doc.finding("error", (), f"cannot read the Workspace: {err}"))

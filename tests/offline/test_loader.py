@@ -285,3 +285,11 @@ def test_format_path(parts: tuple, text: str) -> None:
 def test_finding_format() -> None:
     assert Finding("error", "a.b", "bad", "ws.yaml", 3, 7).format() == "ws.yaml:3:7: a.b: bad"
     assert Finding("warning", "", "hm", "ws.yaml", None, None).format() == "ws.yaml: warning: hm"
+
+
+@pytest.mark.parametrize("number", ["9223372036854775808", "9" * 5000, "0x" + "f" * 5000, "-9223372036854775809"])
+def test_integers_beyond_64_bits_are_errors_not_crashes(number: str) -> None:
+    shown = number if len(number) <= 58 else number[:56] + f"... ({len(number)} characters)"
+    closing = '"' if len(number) <= 58 else ""
+    assert formatted(VALID.replace("resource:\n", f"resource:\n  count: {number}\n")) == [
+        f'ws.yaml:6:10: resource.count: the integer "{shown}{closing} is out of range: Kubernetes integers are 64-bit']

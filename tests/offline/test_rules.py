@@ -60,7 +60,7 @@ ACCEPTED = [
     ("private-mode-on-public-preset", {"inference.preset": {"name": "falcon-7b", "accessMode": "private",
                                                             "presetOptions": {"image": "r.io/me/falcon:1"}}}),
     ("template-workspace", {"inference.preset": DELETE, "inference.template": TEMPLATE}),
-    ("uppercase-preset-name-is-rejected-not-this", {"inference.preset.name": "phi-3-mini-4k-instruct",
+    ("phi-3-mini-on-one-t4", {"inference.preset.name": "phi-3-mini-4k-instruct",
                                                      "resource.instanceType": "Standard_NC4as_T4_v3"}),
 ]
 
@@ -154,6 +154,11 @@ REJECTED = [
         ("warning", "resource.instanceType", "instance type \"standard_nc12s_v3\" is not in kaitoctl's catalog, so "
                                              "the GPU fit is unchecked here (the preflight checks the nodes' GPUs "
                                              "against the cluster); did you mean Standard_NC12s_v3?")]),
+    ("instance-type-not-a-label-value", {"resource.instanceType": "Standard NC12s v3"}, [
+        ("error", "resource.instanceType",
+         "instance type \"Standard NC12s v3\" cannot match any node: nodes carry it in the label "
+         "node.kubernetes.io/instance-type, and a label value must be at most 63 characters of letters, digits, "
+         "'-', '_' and '.', starting and ending with a letter or digit (or empty)")]),
     ("label-selector-missing", {"resource.labelSelector": DELETE}, [
         ("error", "resource.labelSelector", "labelSelector is required (KAITO's CRD requires it): it selects the GPU "
                                             "nodes to run on, e.g. labelSelector: {matchLabels: {apps: falcon-7b}}")]),
