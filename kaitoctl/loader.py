@@ -522,7 +522,8 @@ def _check_identity(doc: LoadedDocument, data: dict[str, Any]) -> bool:
         return False
     version = data.get("apiVersion")
     if "apiVersion" not in data:
-        doc.findings.append(doc.finding("error", ("apiVersion",), f"apiVersion is missing: add apiVersion: {API_VERSION}"))
+        doc.findings.append(doc.finding("error", ("apiVersion",),
+                                        f"apiVersion is missing: add apiVersion: {API_VERSION}"))
     elif version != API_VERSION:
         if isinstance(version, str) and version.startswith("kaito.sh/"):
             message = (f"apiVersion {show_value(version)} is not supported: kaitoctl reads {API_VERSION} Workspaces; "

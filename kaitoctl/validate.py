@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Literal, Optional
 
 from kaitoctl import catalog
 from kaitoctl.errors import InvalidWorkspace
-from kaitoctl.loader import Finding, LoadedDocument, Path, format_path, load_file, show_value
+from kaitoctl.loader import STDIN_NAME, Finding, LoadedDocument, Path, format_path, load_file, show_value
 from kaitoctl.workspace import DEFAULT_INSTANCE_TYPE, MAX_ADAPTERS, Workspace
 
 # Kubernetes name grammars (k8s.io/apimachinery/pkg/util/validation).
@@ -238,7 +238,8 @@ def _rule_metadata(ctx: _Context) -> None:
     for key in raw_meta if isinstance(raw_meta, dict) else ():
         if key not in _OBJECT_META_FIELDS:
             close = difflib.get_close_matches(key, _OBJECT_META_FIELDS, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ": valid fields are name, namespace, labels, annotations"
+            hint = (f" (did you mean {close[0]}?)" if close
+                    else ": valid fields are name, namespace, labels, annotations")
             ctx.error(("metadata", key), f"unknown field {show_value(key)}{hint}", key=True)
     if not meta.name:
         ctx.error(("metadata", "name"), "metadata.name is required: name the workspace (it names its Service and "
@@ -270,7 +271,8 @@ def _rule_metadata(ctx: _Context) -> None:
     for key, value in (meta.annotations or {}).items():
         problem = _qualified_name_problem(key)
         if problem:
-            ctx.error(("metadata", "annotations", key), f"invalid annotation key {show_value(key)}: {problem}", key=True)
+            ctx.error(("metadata", "annotations", key), f"invalid annotation key {show_value(key)}: {problem}",
+                      key=True)
         if key == API_KEY_SECRET_ANNOTATION and not _DNS1123_SUBDOMAIN.match(value):
             ctx.error(("metadata", "annotations", key), f"{key} must name a Secret in the workspace's namespace "
                                                         f"(a DNS subdomain), found {show_value(value)}")
@@ -475,6 +477,7 @@ def _rule_adapters(ctx: _Context) -> None:
         ctx.error(base, f"Number of Adapters exceeds the maximum limit, maximum of {MAX_ADAPTERS} allowed "
                         f"(found {len(adapters)})", key=True)
     seen: dict[str, int] = {}
+    scaled: list[tuple[int, str]] = []  # adapters whose strength is not 1
     for i, adapter in enumerate(adapters):
         path = base + (i,)
         source = adapter.source
@@ -484,11 +487,21 @@ def _rule_adapters(ctx: _Context) -> None:
             _check_adapter_source(ctx, path + ("source",), source)
             name = source.name or ""
             if name in seen:
-                ctx.error(path + ("source", "name"), f"Duplicate adapter source name found: {_bare(name)} (also adapter "
-                                                     f"{seen[name]}): adapter names must be unique")
+                ctx.error(path + ("source", "name"), f"Duplicate adapter source name found: {_bare(name)} (also "
+                                                     f"adapter {seen[name]}): adapter names must be unique")
             elif name:
                 seen[name] = i
-        _check_strength(ctx, path, adapter.strength, source.name if source and source.name else str(i))
+        name = source.name if source and source.name else str(i)
+        value = _check_strength(ctx, path, adapter.strength, name)
+        if value is not None and value != 1:
+            scaled.append((i, name))
+    if scaled:
+        # One warning per workspace, not one per adapter: it is the same portability concern.
+        others = [_bare(name) for _, name in scaled[1:]]
+        ctx.warning(base + (scaled[0][0], "strength"),
+                    "strength is not portable to KAITO's vLLM runtime (it rejects adapter strength; KAITO's "
+                    "transformers runtime and kaitoctl honour it)"
+                    + (f"; also set on adapter{'s' if len(others) > 1 else ''} {', '.join(others)}" if others else ""))
 
 
 def _check_adapter_source(ctx: _Context, path: Path, source: Any) -> None:
@@ -552,10 +565,11 @@ def _check_adapter_image(ctx: _Context, path: Path, image: str) -> None:
         ctx.warning(path, warning)
 
 
-def _check_strength(ctx: _Context, path: Path, strength: Optional[str], name: str) -> None:
+def _check_strength(ctx: _Context, path: Path, strength: Optional[str], name: str) -> Optional[float]:
+    """Check one adapter's strength; return its value when it is valid (None when omitted or invalid)."""
     spath = path + ("strength",)
     if strength is None:
-        return
+        return None
     text = strength.strip()
     if not _DECIMAL.match(text):
         lowered = text.lower().lstrip("+-")
@@ -563,21 +577,19 @@ def _check_strength(ctx: _Context, path: Path, strength: Optional[str], name: st
             ctx.error(spath, f"Strength value for Adapter '{_bare(name)}' must be between 0 and 1: "
                              f"{show_value(strength)} is not a finite number")
         else:
-            ctx.error(spath, f"Invalid strength value for Adapter '{_bare(name)}': {show_value(strength)} is not a number; "
-                             "write a number between 0 and 1 as a string, e.g. \"0.5\"")
-        return
+            ctx.error(spath, f"Invalid strength value for Adapter '{_bare(name)}': {show_value(strength)} is not a "
+                             "number; write a number between 0 and 1 as a string, e.g. \"0.5\"")
+        return None
     value = float(text)
     if not math.isfinite(value) or value < 0 or value > 1:
-        ctx.error(spath, f"Strength value for Adapter '{_bare(name)}' must be between 0 and 1 (found {_bare(strength)}): it "
-                         "scales the adapter's weights, 1.0 applies them fully")
-        return
+        ctx.error(spath, f"Strength value for Adapter '{_bare(name)}' must be between 0 and 1 (found "
+                         f"{_bare(strength)}): it scales the adapter's weights, 1.0 applies them fully")
+        return None
     written, raw = ctx.raw_at(spath)
     if written and isinstance(raw, (int, float)) and not isinstance(raw, bool):
         ctx.warning(spath, f"strength is written as a YAML number; KAITO's CRD types it as a string: write "
                            f"strength: \"{_bare(strength)}\"")
-    if value != 1:
-        ctx.warning(spath, "strength is not portable to KAITO's vLLM runtime (it rejects adapter strength; KAITO's "
-                           "transformers runtime and kaitoctl honour it)")
+    return value
 
 
 def _rule_gpu_fit(ctx: _Context) -> None:
@@ -660,7 +672,10 @@ def _in_file_order(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def summary(ws: Workspace) -> str:
-    """One line for a valid workspace: ``workspace/NAME valid: preset falcon-7b, 1 × Standard_NC12s_v3, 2 adapters``."""
+    """One line for a valid workspace.
+
+    ``workspace/NAME valid: preset falcon-7b, 1 × Standard_NC12s_v3, 2 adapters``
+    """
     what = f"preset {ws.preset_name}" if ws.preset_name else "custom pod template"
     count = len(ws.adapters)
     adapters = f", {count} adapter{'s' if count != 1 else ''}" if count else ""
@@ -727,10 +742,11 @@ def raise_for(report: Report, *, strict: bool = False) -> None:
         parts.append(f"{errors} error{'s' if errors != 1 else ''}")
     if warnings:
         parts.append(f"{warnings} warning{'s' if warnings != 1 else ''} (--strict makes warnings fail)")
+    again = "-" if report.file == STDIN_NAME else report.file
     raise InvalidWorkspace(
         f"{report.file} is not a valid Workspace file: {' and '.join(parts)}",
         details=[f.format() for f in failing],
-        hint=f"fix the fields listed above, then run: kaitoctl validate -f {report.file if report.file != '<stdin>' else '-'}",
+        hint=f"fix the fields listed above, then run: kaitoctl validate -f {again}",
     )
 
 

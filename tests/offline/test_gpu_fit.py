@@ -30,7 +30,8 @@ def test_quantity_bytes_rejects_non_quantities(text: str) -> None:
         quantity_bytes(text)
 
 
-@pytest.mark.parametrize("value,expected", [(16 * 2**30, "16Gi"), (1536 * 2**20, "1.5Gi"), (512 * 2**20, "512Mi"), (400, "400"),
+@pytest.mark.parametrize("value,expected", [(16 * 2**30, "16Gi"), (1536 * 2**20, "1.5Gi"), (512 * 2**20, "512Mi"),
+                                            (400, "400"),
                                             (16 * 10**9, "14.9Gi")])
 def test_format_bytes(value: int, expected: str) -> None:
     assert format_bytes(value) == expected

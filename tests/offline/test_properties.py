@@ -163,7 +163,8 @@ def test_binary_junk(content: bytes) -> None:
 YAMLISH = ["apiVersion: kaito.sh/v1alpha1\n", "kind: Workspace\n", "metadata:\n", "  name: ws\n", "resource:\n",
            "inference:\n", "  preset: {name: falcon-7b}\n", "  ", "\t", "- ", ": ", "&a ", "*a ", "[", "]", "{", "}",
            ",", "---\n", "\n", "'", '"', "!!binary ", "!custom ", "<<: *a\n", "? ", "|\n", ">\n", "#", "%YAML 1.1\n",
-           "strength: .nan\n", "count: 1e999\n", "count: 0x" + "f" * 5000 + "\n", "9" * 5000, "\x00", "\x85", "\ufeff", "é"]
+           "strength: .nan\n", "count: 1e999\n", "count: 0x" + "f" * 5000 + "\n", "9" * 5000, "\x00", "\x85",
+           "\ufeff", "é"]
 
 
 @SETTINGS

@@ -372,3 +372,10 @@ def test_every_adapter_problem_is_reported_at_once() -> None:
         "inference.adapters[0].source.name", "inference.adapters[0].source.image", "inference.adapters[0].strength",
         "inference.adapters[1].source.name", "inference.adapters[1].source.name", "inference.adapters[1].strength",
     ]
+
+
+def test_strength_portability_is_one_warning_per_workspace() -> None:
+    data = mutate({"inference.adapters": [adapter("a", strength="1.0"), adapter("b", strength="0.2"),
+                                          adapter("c", strength="0.5"), adapter("d", strength="0")]})
+    assert triples(findings_of(data)) == [
+        ("warning", "inference.adapters[1].strength", NOT_PORTABLE + "; also set on adapters c, d")]
