@@ -220,3 +220,23 @@ def test_subprocess_binary_file(tmp_path) -> None:
     result = _kaitoctl("validate", "-f", str(path))
     assert result.returncode == 3 and "Traceback" not in result.stderr
     assert "is it a binary file?" in result.stderr
+
+
+def test_offline_commands_import_no_cluster_or_ml_library() -> None:
+    """validate, presets and skus stay fast and work without a cluster client installed."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from kaitoctl.cli import main\n"
+        f"argvs = [['validate', '-f', {str(EXAMPLES / 'falcon-7b-adapters.yaml')!r}], ['presets', 'list'],\n"
+        "         ['presets', 'show', 'falcon-7b'], ['skus', 'list', '-o', 'json']]\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "    for argv in argvs:\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit as exc:\n"
+        "            assert not exc.code, (argv, exc.code)\n"
+        "heavy = ('kubernetes', 'torch', 'transformers', 'peft', 'flask')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in heavy}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "[]\n", "")
