@@ -228,9 +228,13 @@ def apply(
     for key, other in owners.items():
         if key != (manager, "Apply"):
             others |= other.paths
-    for path in sorted(previous - new_paths, key=len, reverse=True):
+    # Shortest first: a dropped keyed-list item goes as a whole (with its defaulted fields)
+    # before its own leaves; deleting its key field first would leave a nameless item behind.
+    for path in sorted(previous - new_paths, key=len):
         if path in others or any(q[: len(path)] == path for q in others):
             continue
+        if len(path) >= 2 and _is_item(path[-2]) and path[-1] == path[-2][1]:
+            continue  # an item's key field stays while the item does (another manager keeps it)
         _delete(merged, path)
 
     if mine is None or mine.paths != new_paths:
