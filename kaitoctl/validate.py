@@ -570,7 +570,7 @@ def _check_strength(ctx: _Context, path: Path, strength: Optional[str], name: st
     spath = path + ("strength",)
     if strength is None:
         return None
-    text = strength.strip()
+    text = strength  # no stripping: KAITO (Go ParseFloat) rejects " 0.5 " too
     if not _DECIMAL.match(text):
         lowered = text.lower().lstrip("+-")
         if lowered in ("nan", "inf", "infinity", ".nan", ".inf"):

@@ -379,3 +379,16 @@ def test_strength_portability_is_one_warning_per_workspace() -> None:
                                           adapter("c", strength="0.5"), adapter("d", strength="0")]})
     assert triples(findings_of(data)) == [
         ("warning", "inference.adapters[1].strength", NOT_PORTABLE + "; also set on adapters c, d")]
+
+
+@pytest.mark.parametrize("strength", ["0", "1", "1.0", "0.25", "+0.5", "1.", ".5", "-0", "5e-1", "1E0"])
+def test_strength_forms_accepted(strength: str) -> None:
+    assert triples(findings_of(mutate({"inference.adapters": [adapter(strength=strength)]})), "error") == []
+
+
+@pytest.mark.parametrize("strength", [" 0.5 ", "0x1p-1", "1_0", "", "0,5", "50%", "1/2"])
+def test_strength_forms_rejected(strength: str) -> None:
+    assert triples(findings_of(mutate({"inference.adapters": [adapter(strength=strength)]}))) == [
+        ("error", "inference.adapters[0].strength",
+         f"Invalid strength value for Adapter 'adapter-a': \"{strength}\" is not a number; write a number between 0 "
+         "and 1 as a string, e.g. \"0.5\"")]
