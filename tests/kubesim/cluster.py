@@ -79,6 +79,8 @@ class Cluster:
         self.rng = random.Random(seed)
         self._events: dict[tuple[Any, ...], tuple[str, str]] = {}
         self.on_pod_removed: list[Callable[[dict[str, Any]], None]] = []
+        self._collected_at = -1  # store.rv when garbage was last collected
+        self.requests_cache: dict[str, Any] = {}  # pod uid -> effective resource requests
 
     # ------------------------------------------------------------------ time
 
@@ -246,6 +248,9 @@ class Cluster:
 
     def collect_garbage(self) -> None:
         """Delete objects whose owners are all gone; finish foreground deletions."""
+        if self.store.rv == self._collected_at:
+            return  # nothing changed since the last pass (including by that pass itself)
+        self._collected_at = self.store.rv
         existing = {obj["metadata"]["uid"] for _, obj in self.store.all_items()}
         for plural, obj in self.store.all_items():
             refs = obj["metadata"].get("ownerReferences") or []

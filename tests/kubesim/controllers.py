@@ -45,6 +45,16 @@ def _scaled(value: Any, total: int, round_up: bool) -> int:
     return int(value or 0)
 
 
+def _complete(deployment: dict[str, Any]) -> bool:
+    """Rolled out: the Progressing condition says NewReplicaSetAvailable for the current generation."""
+    status = deployment.get("status") or {}
+    if status.get("observedGeneration") != deployment["metadata"].get("generation"):
+        return False
+    return any(
+        c.get("type") == "Progressing" and c.get("reason") == "NewReplicaSetAvailable" for c in status.get("conditions") or []
+    )
+
+
 def _drop_zeros(status: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if not (k in keys and v == 0)}
 
@@ -55,6 +65,15 @@ class Controllers:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.last_progress: dict[str, float] = {}  # deployment uid -> simulated time of last progress
+        self._hashes: dict[tuple[str, Any], str] = {}
+        self._settled: dict[str, tuple[Any, ...]] = {}  # deployment uid -> inputs of its last complete sync
+
+    def template_hash(self, workload: dict[str, Any]) -> str:
+        """pod-template-hash of a workload's template, cached per (uid, generation)."""
+        key = (workload["metadata"]["uid"], workload["metadata"].get("generation"))
+        if key not in self._hashes:
+            self._hashes[key] = short_hash(workload["spec"]["template"])
+        return self._hashes[key]
 
     def tick(self) -> None:
         self.sync_deployments()
@@ -153,8 +172,24 @@ class Controllers:
         for deployment in store.items("deployments"):
             if is_terminating(deployment):
                 continue
-            owned = [rs for rs in rs_by_owner.get(deployment["metadata"]["uid"], []) if not is_terminating(rs)]
+            uid = deployment["metadata"]["uid"]
+            owned = [rs for rs in rs_by_owner.get(uid, []) if not is_terminating(rs)]
+            inputs = (
+                deployment["metadata"]["resourceVersion"],
+                tuple((rs["metadata"]["resourceVersion"], len(pods_by_owner.get(rs["metadata"]["uid"], []))) for rs in owned),
+            )
+            if self._settled.get(uid) == inputs:
+                continue  # complete and nothing changed: a real controller would not be woken either
             self._sync_deployment(deployment, owned, pods_by_owner)
+            current = store.get("deployments", deployment["metadata"]["namespace"], deployment["metadata"]["name"])
+            if current is not None and _complete(current):
+                self._settled[uid] = (
+                    current["metadata"]["resourceVersion"],
+                    tuple(
+                        (rs["metadata"]["resourceVersion"], len(pods_by_owner.get(rs["metadata"]["uid"], [])))
+                        for rs in (store.get("replicasets", r["metadata"]["namespace"], r["metadata"]["name"]) or r for r in owned)
+                    ),
+                )
 
     def _sync_deployment(
         self, deployment: dict[str, Any], owned: list[dict[str, Any]], pods_by_owner: dict[str, list[dict[str, Any]]]
@@ -163,7 +198,7 @@ class Controllers:
         uid = deployment["metadata"]["uid"]
         spec = deployment["spec"]
         replicas = int(spec.get("replicas", 1))
-        template_hash = short_hash(spec["template"])
+        template_hash = self.template_hash(deployment)
         new_rs = next((rs for rs in owned if rs["metadata"].get("labels", {}).get("pod-template-hash") == template_hash), None)
         old_rss = sorted(
             (rs for rs in owned if rs is not new_rs), key=lambda rs: int(rs["metadata"].get("annotations", {}).get(REVISION, 0))
@@ -326,7 +361,7 @@ class Controllers:
         previous = current.get("status") or {}
         now = cluster.now()
         new_name = new_rs["metadata"]["name"]
-        status["conditions"] = copy.deepcopy(previous.get("conditions") or [])
+        status["conditions"] = [dict(c) for c in previous.get("conditions") or []]
         if status["availableReplicas"] >= replicas - max_unavailable:
             available = {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."}
         else:
@@ -369,12 +404,14 @@ class Controllers:
         status["conditions"].sort(key=lambda c: 0 if c["type"] == "Available" else 1)
         status = _drop_zeros(status, ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"))
 
-        updated = copy.deepcopy(current)
-        updated["status"] = status
+        annotations = current["metadata"].get("annotations") or {}
         revision = new_rs["metadata"].get("annotations", {}).get(REVISION)
+        if status == current.get("status") and (not revision or annotations.get(REVISION) == revision):
+            return
+        updated = {**current, "status": status}
         if revision:
-            updated["metadata"].setdefault("annotations", {})[REVISION] = revision
-        cluster.write("deployments", updated)
+            updated["metadata"] = {**current["metadata"], "annotations": {**annotations, REVISION: revision}}
+        cluster.store.update("deployments", updated)
 
     @staticmethod
     def _set_deployment_condition(status: dict[str, Any], condition: dict[str, Any], now: str, touch: bool = False) -> None:
@@ -404,7 +441,7 @@ class Controllers:
         meta, spec = sts["metadata"], sts["spec"]
         name = meta["name"]
         replicas = int(spec.get("replicas", 1))
-        update_revision = f"{name}-{short_hash(spec['template'])}"
+        update_revision = f"{name}-{self.template_hash(sts)}"
         previous = sts.get("status") or {}
         current_revision = previous.get("currentRevision") or update_revision
         ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"

@@ -70,6 +70,7 @@ class PodRun:
     main: list[ContainerRun]
     pod_ip: str
     terminating_ticks: int = 0
+    published: tuple[Any, ...] = ()  # (container states, pod resourceVersion) last written
 
 
 class Kubelet:
@@ -306,6 +307,12 @@ class Kubelet:
         return status
 
     def _publish(self, pod: dict[str, Any], run: PodRun) -> None:
+        signature = (
+            tuple((c.phase, c.ready, c.restarts, c.waiting, len(c.instances)) for c in run.init + run.main),
+            pod["metadata"]["resourceVersion"],
+        )
+        if signature == run.published:
+            return
         now = self.cluster.now()
         init_done = all(c.phase == "done" for c in run.init)
         failed = any(c.phase == "failed" for c in run.init + run.main)
@@ -359,13 +366,13 @@ class Kubelet:
         if run.init:
             status["initContainerStatuses"] = [self._container_status(c, False) for c in run.init]
         status["containerStatuses"] = [self._container_status(c, not init_done) for c in run.main]
+        stored = pod
         if status != pod["status"]:
-            updated = copy.deepcopy(pod)
-            updated["status"] = status
-            self.cluster.store.update("pods", updated)
+            stored = self.cluster.store.update("pods", {**pod, "status": status})
             key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
             if not (unready or pending_init) and key not in self.ready_times:
                 self.ready_times[key] = time.time()
+        run.published = (signature[0], stored["metadata"]["resourceVersion"])
 
     # ------------------------------------------------------------------ logs
 

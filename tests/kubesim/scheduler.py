@@ -94,6 +94,14 @@ def preference_score(spec: dict[str, Any], node: dict[str, Any]) -> int:
     )
 
 
+def cached_requests(cluster: Cluster, pod: dict[str, Any]) -> dict[str, Decimal]:
+    """pod_requests, computed once per pod (a pod's resources never change)."""
+    uid = pod["metadata"]["uid"]
+    if uid not in cluster.requests_cache:
+        cluster.requests_cache[uid] = pod_requests(pod["spec"])
+    return cluster.requests_cache[uid]
+
+
 def node_usage(cluster: Cluster) -> dict[str, dict[str, Decimal]]:
     """Requests of every non-terminated pod bound to each node (terminating pods still count)."""
     usage: dict[str, dict[str, Decimal]] = {}
@@ -102,7 +110,7 @@ def node_usage(cluster: Cluster) -> dict[str, dict[str, Decimal]]:
         if not node or pod["status"].get("phase") in ("Succeeded", "Failed"):
             continue
         used = usage.setdefault(node, {})
-        for name, amount in pod_requests(pod["spec"]).items():
+        for name, amount in cached_requests(cluster, pod).items():
             used[name] = used.get(name, Decimal(0)) + amount
     return usage
 

@@ -9,6 +9,7 @@ See README.md in this directory for the hooks and what is (not) simulated.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
@@ -17,7 +18,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import yaml
 
@@ -80,6 +81,7 @@ class KubeSim:
         self.watch_epoch = 0
         self._requests_lock = threading.Lock()
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._server: SimServer | None = None
         self._threads: list[threading.Thread] = []
         self._tmp: str | None = None
@@ -147,7 +149,19 @@ class KubeSim:
 
     def _run_clock(self) -> None:
         while not self._stop.wait(self.tick_seconds):
-            self.tick()
+            if not self._paused.is_set():
+                self.tick()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze the controllers (the API keeps serving), e.g. to compare resourceVersions."""
+        self._paused.set()
+        with self.cluster.store.lock:  # let a tick in progress finish
+            pass
+        try:
+            yield
+        finally:
+            self._paused.clear()
 
     def tick(self) -> None:
         """One step of every controller (the clock thread calls this; tests rarely need to)."""
