@@ -133,3 +133,19 @@ def test_apply_over_defaulted_rolling_update_is_422_like_a_real_cluster(apps: cl
         apply(apps, deployment(strategy={"type": "Recreate"}))
     cause = json.loads(raised.value.body)["details"]["causes"][0]
     assert cause["field"] == "spec.strategy.rollingUpdate"
+
+
+def test_service_apply_keeps_the_allocated_cluster_ip(core: client.CoreV1Api) -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 5000}]},
+    }
+    first = core.patch_namespaced_service("web", "default", service, field_manager="kaitoctl", _content_type=APPLY)
+    assert first.spec.cluster_ip and first.spec.type == "ClusterIP"
+    again = core.patch_namespaced_service("web", "default", service, field_manager="kaitoctl", _content_type=APPLY)
+    assert again.metadata.resource_version == first.metadata.resource_version
+    headless = {**service, "metadata": {"name": "web-headless"}, "spec": {**service["spec"], "clusterIP": "None"}}
+    created = core.patch_namespaced_service("web-headless", "default", headless, field_manager="kaitoctl", _content_type=APPLY)
+    assert created.spec.cluster_ip == "None"
