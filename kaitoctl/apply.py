@@ -205,6 +205,8 @@ def progress_deadline_s(ws: Workspace) -> Optional[float]:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     seconds = int(round(seconds))
     if seconds < 120:
         return f"{seconds}s"
@@ -355,9 +357,9 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
         hist.record(kube, recorded, revision=revision, workspace=ws.canonical(), previous=previous,
                     strategy=plan.strategy, change=opts.change)
 
-    def finish(outcome: str, seconds: Optional[float] = None) -> None:
+    def finish(outcome: str, seconds: Optional[float] = None, failure: Optional[str] = None) -> None:
         if not same_workspace:
-            hist.finish(kube, recorded, revision, outcome=outcome, seconds=seconds)
+            hist.finish(kube, recorded, revision, outcome=outcome, seconds=seconds, failure=failure)
 
     if not opts.wait:
         ui.step(f"not waiting for the rollout: `kaitoctl status {name} -n {namespace} --watch` follows it")
@@ -369,7 +371,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     try:
         result.rollout_seconds = _watch(kube, ws, kind, namespace, opts, ui)
     except (RolloutFailed, RolloutTimeout) as err:
-        finish(f"failed: {err.message}")
+        finish("failed", failure=err.message)
         before = hist.revision_of(live)
         if previous is not None and not same_workspace:
             if opts.rollback:

@@ -147,8 +147,9 @@ class Revision:
     changes: list[str] = field(default_factory=list)
     change: str = "apply"                       # what made it: apply, adapters update, rollback to N, ...
     strategy: Optional[str] = None
-    outcome: str = "applied"                    # applied, succeeded, failed: ..., no rollout
+    outcome: str = "applied"                    # applied (not watched), succeeded, failed, no rollout
     rollout_seconds: Optional[float] = None
+    failure: Optional[str] = None               # why it failed, when it did
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -159,6 +160,7 @@ class Revision:
             "strategy": self.strategy,
             "outcome": self.outcome,
             "rolloutSeconds": self.rollout_seconds,
+            "failure": self.failure,
             "workspace": self.workspace,
         }
 
@@ -167,7 +169,7 @@ class Revision:
         return cls(revision=int(data["revision"]), time=str(data.get("time", "")), workspace=data["workspace"],
                    changes=list(data.get("changes") or []), change=str(data.get("change", "apply")),
                    strategy=data.get("strategy"), outcome=str(data.get("outcome", "applied")),
-                   rollout_seconds=data.get("rolloutSeconds"))
+                   rollout_seconds=data.get("rolloutSeconds"), failure=data.get("failure"))
 
 
 @dataclass
@@ -257,11 +259,13 @@ def record(kube: Any, history: History, *, revision: int, workspace: dict[str, A
     return history
 
 
-def finish(kube: Any, history: History, revision: int, *, outcome: str, seconds: Optional[float]) -> None:
-    """Record how the rollout of ``revision`` ended (and how long it took)."""
+def finish(kube: Any, history: History, revision: int, *, outcome: str, seconds: Optional[float] = None,
+           failure: Optional[str] = None) -> None:
+    """Record how the rollout of ``revision`` ended (how long it took, or why it failed)."""
     entry = history.get(revision)
     if entry is None:
         return
     entry.outcome = outcome
+    entry.failure = failure
     entry.rollout_seconds = round(seconds, 1) if seconds is not None else None
     kube.apply(to_configmap(history), force=True)

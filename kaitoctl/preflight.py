@@ -64,6 +64,13 @@ def pod_spec_gpus(spec: dict[str, Any]) -> int:
     return max(main, init)
 
 
+def pod_ready(pod: dict[str, Any]) -> bool:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
 def pod_holds_resources(pod: dict[str, Any]) -> bool:
     """A pod bound to a node that is not finished still holds its requests (the scheduler's view)."""
     return bool((pod.get("spec") or {}).get("nodeName")) and \
@@ -144,6 +151,7 @@ class NodeVerdict:
     gpus_requested: int          # by every non-terminated pod on the node
     gpus_requested_ours: int     # of which by this workspace's own pods
     fits: bool
+    gpus_requested_ours_unready: int = 0  # of which by its pods that are not Ready (the rollout replaces them)
     preferred: bool = False
     why_not: list[str] = field(default_factory=list)
     eligible: bool = True        # matches, Ready, schedulable, taints tolerated (GPUs aside)
@@ -151,6 +159,11 @@ class NodeVerdict:
     @property
     def gpus_free(self) -> int:
         return max(self.gpus_allocatable - self.gpus_requested, 0)
+
+    @property
+    def gpus_free_for_surge(self) -> int:
+        """Free GPUs beside the workspace's serving pods (its pods that are not Ready give theirs up)."""
+        return max(self.gpus_allocatable - self.gpus_requested + self.gpus_requested_ours_unready, 0)
 
     @property
     def gpus_free_if_replaced(self) -> int:
@@ -257,8 +270,9 @@ def check(
 
     used: dict[str, int] = {}
     used_ours: dict[str, int] = {}
+    used_ours_unready: dict[str, int] = {}
     ours_present = 0   # non-terminated pods of this workspace
-    ours_holding = 0   # of which bound to a node (holding their GPUs) and not being deleted
+    ours_serving = 0   # of which Ready on a node: they keep their GPUs while a surge pod starts
     for pod in pods:
         mine = _is_ours(pod, ws.name, namespace)
         if mine and (pod.get("status") or {}).get("phase") not in TERMINATED_PHASES:
@@ -270,7 +284,12 @@ def check(
         used[node_name] = used.get(node_name, 0) + n
         if mine and not (pod.get("metadata") or {}).get("deletionTimestamp"):
             used_ours[node_name] = used_ours.get(node_name, 0) + n
-            ours_holding += 1
+            if pod_ready(pod):
+                ours_serving += 1
+            else:
+                # A pod of ours that is not serving (a stuck or failing rollout) is replaced by the
+                # next rollout without waiting: its GPUs count as free for the surge pod.
+                used_ours_unready[node_name] = used_ours_unready.get(node_name, 0) + n
 
     rows: list[NodeVerdict] = []
     unmatched = 0
@@ -313,7 +332,7 @@ def check(
         row = NodeVerdict(name=name, instance_type=itype, ready=ready, schedulable=schedulable,
                           gpus_allocatable=alloc, gpus_requested=used.get(name, 0),
                           gpus_requested_ours=used_ours.get(name, 0), fits=False, preferred=name in preferred,
-                          why_not=why, eligible=not why)
+                          why_not=why, eligible=not why, gpus_requested_ours_unready=used_ours_unready.get(name, 0))
         if gpus > 0:
             if alloc == 0:
                 why.append(f"no {GPU_RESOURCE} allocatable (is the NVIDIA device plugin running there?)")
@@ -356,7 +375,7 @@ def check(
     for name in missing:
         problems.append(f"pull secret {name!r} does not exist in namespace {namespace!r}")
 
-    surge_fits, strategy, reason = _strategy(rows, gpus, count, ours_holding, distributed, cap)
+    surge_fits, strategy, reason = _strategy(rows, gpus, count, ours_serving, distributed, cap)
     order = sorted(fitting, key=lambda r: (not r.preferred, -r.gpus_free, r.name))
     plan = Plan(gpus_per_pod=gpus, strategy=strategy, reason=reason, nodes=tuple(r.name for r in order))
     return PreflightReport(workspace=ws.name, namespace=namespace, gpus_per_pod=gpus, count=count, rows=rows,
@@ -386,7 +405,7 @@ def _no_match_message(selector: Optional[dict[str, Any]], want_type: str, total:
             f"(kubectl label node NODE KEY=VALUE) or fix resource.labelSelector (instance type {want_type})")
 
 
-def _strategy(rows: list[NodeVerdict], gpus: int, count: int, ours_holding: int, distributed: bool,
+def _strategy(rows: list[NodeVerdict], gpus: int, count: int, ours_serving: int, distributed: bool,
               cap: int) -> tuple[bool, str, str]:
     """(surge fits, strategy, reason). A surge needs one more pod's GPUs while the serving pods keep theirs."""
     if distributed:
@@ -395,15 +414,17 @@ def _strategy(rows: list[NodeVerdict], gpus: int, count: int, ours_holding: int,
     if gpus <= 0:
         return True, "RollingUpdate", "The pods request no GPUs, so a surge pod can always be scheduled."
     eligible = [r for r in rows if r.eligible]
-    # Pods still to place beside the ones already holding GPUs, plus the surge pod.
-    needed = max(count - ours_holding, 0) + 1
-    room_now = sum(min(_slots(r.gpus_free, gpus, cap), cap) for r in eligible if r.gpus_allocatable >= gpus)
+    # Pods still to place beside the serving ones, plus the surge pod.
+    needed = max(count - ours_serving, 0) + 1
+    room_now = sum(min(_slots(r.gpus_free_for_surge, gpus, cap), cap) for r in eligible
+                   if r.gpus_allocatable >= gpus)
     if room_now >= needed:
-        where = ", ".join(f"{r.name} ({r.gpus_free} free)" for r in eligible if r.gpus_free >= gpus)
+        where = ", ".join(f"{r.name} ({r.gpus_free_for_surge} free)" for r in eligible
+                          if r.gpus_free_for_surge >= gpus)
         return True, "RollingUpdate", (f"A second pod's {gpus} GPU(s) fit next to the serving pod(s) on {where}: "
                                        "an update starts the new pod and stops the old one only once the new one "
                                        "is Ready (maxSurge 1, maxUnavailable 0).")
-    most = max((r.gpus_free for r in eligible), default=0)
+    most = max((r.gpus_free_for_surge for r in eligible), default=0)
     return False, "Recreate", (f"No matching node has {gpus} GPU(s) free for a second pod next to the serving "
                                f"one(s) (most free on one node: {most}): an update stops the old pod(s) before "
                                "starting new ones.")

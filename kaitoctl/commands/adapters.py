@@ -251,15 +251,18 @@ def history_command(
         return
     table = Table(box=None, pad_edge=False, show_edge=False, header_style=None)
     for column in ("REVISION", "TIME", "ORIGIN", "OUTCOME", "ROLLOUT", "CHANGES"):
-        table.add_column(column, no_wrap=column != "CHANGES", overflow="fold")
+        table.add_column(column, no_wrap=column not in ("CHANGES", "ORIGIN"), overflow="fold")
     for rev in reversed(history.revisions):
         mark = "*" if rev.revision == current else " "
         seconds = f"{rev.rollout_seconds:.0f}s" if rev.rollout_seconds is not None else "-"
         table.add_row(f"{rev.revision}{mark}", rev.time, rev.change, rev.outcome, seconds, "; ".join(rev.changes))
     console = stdout_console()
-    console.width = max(console.width, 200)
+    console.width = max(console.width, 160)
     console.print(table)
     console.print("* = running now", markup=False)
+    for rev in reversed(history.revisions):
+        if rev.failure:
+            console.print(f"revision {rev.revision} failed: {rev.failure}", markup=False, highlight=False)
 
 
 def rollback_command(
@@ -297,7 +300,7 @@ def rollback_command(
     else:
         running = history.get(current)
         candidates = [r for r in reversed(history.revisions) if r.revision < current
-                      and r.outcome in ("succeeded", "no rollout", "applied")
+                      and r.outcome != "failed"
                       and (running is None or r.workspace != running.workspace)]
         if not candidates:
             raise UsageError(f"workspace {ns}/{name} has no earlier revision to roll back to",

@@ -33,12 +33,13 @@ def node(name: str, *, gpus: int = 4, labels: Optional[dict[str, str]] = None, r
 
 
 def pod(name: str, *, node_name: Optional[str], gpus: int = 1, namespace: str = "default",
-        labels: Optional[dict[str, str]] = None, phase: str = "Running", **extra: Any) -> dict[str, Any]:
+        labels: Optional[dict[str, str]] = None, phase: str = "Running", ready: bool = True,
+        **extra: Any) -> dict[str, Any]:
     obj = {
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": labels or {}, "uid": f"uid-{name}"},
         "spec": {"containers": [{"name": "main", "resources": {"limits": {GPU: str(gpus)}}}]},
-        "status": {"phase": phase},
+        "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
     }
     if node_name:
         obj["spec"]["nodeName"] = node_name

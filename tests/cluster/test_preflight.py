@@ -128,6 +128,21 @@ def test_strategy_surges_only_when_a_second_pod_fits(gpus_on_node, existing, str
         assert "a:" not in report.plan.reason and "on a (" in report.plan.reason
 
 
+def test_a_stuck_surge_pod_does_not_block_the_next_surge():
+    # A failed update left a second pod of ours (not Ready) holding the node's other GPU: the
+    # next rollout (a rollback, a fix) replaces it, so a surge still fits beside the serving pod.
+    ours = {"kaito.sh/workspace": "llm"}
+    pods = [pod("llm-old", node_name="a", labels=ours),
+            pod("llm-new", node_name="a", labels=ours, ready=False, phase="Pending")]
+    report = check(workspace(), pod_spec(1), [node("a", gpus=2)], pods, namespace="default")
+    assert report.plan.strategy == "RollingUpdate"
+    assert _row(report, "a").gpus_free == 0
+    assert _row(report, "a").gpus_free_for_surge == 1
+    # ... but a pod of someone else's is not ours to replace.
+    pods[1]["metadata"]["labels"] = {"app": "other"}
+    assert check(workspace(), pod_spec(1), [node("a", gpus=2)], pods, namespace="default").plan.strategy == "Recreate"
+
+
 def test_own_pods_in_other_namespace_are_not_ours():
     pods = [pod("llm-1", node_name="a", labels={"kaito.sh/workspace": "llm"}, namespace="other")]
     report = check(workspace(), pod_spec(1), [node("a", gpus=1)], pods, namespace="default")
