@@ -346,6 +346,8 @@ class Api:
         dry_run = dry_run_requested(query)
         manager = query.get("fieldManager") or ""
         if content_type == APPLY:
+            if subresource:
+                raise errors.bad_request(f"kubesim does not support apply patches to the {subresource} subresource")
             return self.apply(res, namespace, name, body, manager, query.get("force") in ("true", "1"), dry_run)
         if query.get("force"):
             raise errors.bad_request("force may only be specified with apply patches")

@@ -110,7 +110,11 @@ class Kubelet:
         store = self.cluster.store
         for pod in store.items("pods"):
             node_name = pod["spec"].get("nodeName")
-            if not node_name or store.get("nodes", None, node_name) is None:
+            if not node_name:
+                continue
+            if store.get("nodes", None, node_name) is None:
+                if is_terminating(pod):  # nobody is left to finish it: the pod GC would remove it
+                    self.cluster.remove_pod(pod)
                 continue
             run = self.runs.get(pod["metadata"]["uid"])
             if run is None:

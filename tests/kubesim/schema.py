@@ -267,7 +267,7 @@ def validate_pod_spec(spec: Any, field: str, restart_policies: tuple[str, ...]) 
     return causes
 
 
-def _int_or_percent(value: Any, total: int) -> int | None:
+def _int_or_percent(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit():
@@ -304,7 +304,15 @@ def _validate_workload(res: Resource, obj: dict[str, Any], old: dict[str, Any] |
         if strategy_type not in ("RollingUpdate", "OnDelete"):
             causes.append(("FieldValueNotSupported", "spec.updateStrategy.type", f'Unsupported value: "{strategy_type}": supported values: "OnDelete", "RollingUpdate"'))
         if old is not None:
-            mutable = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy", "minReadySeconds")
+            mutable = (
+                "replicas",
+                "ordinals",
+                "template",
+                "updateStrategy",
+                "persistentVolumeClaimRetentionPolicy",
+                "minReadySeconds",
+                "revisionHistoryLimit",
+            )
             old_spec = old.get("spec") or {}
             if {k: v for k, v in spec.items() if k not in mutable} != {k: v for k, v in old_spec.items() if k not in mutable}:
                 causes.append((
@@ -327,8 +335,8 @@ def _validate_strategy(strategy: dict[str, Any]) -> list[Cause]:
             causes.append(("FieldValueForbidden", "spec.strategy.rollingUpdate", "Forbidden: may not be specified when strategy `type` is 'Recreate'"))
         return causes
     rolling = rolling or {}
-    surge = _int_or_percent(rolling.get("maxSurge"), 100)
-    unavailable = _int_or_percent(rolling.get("maxUnavailable"), 100)
+    surge = _int_or_percent(rolling.get("maxSurge"))
+    unavailable = _int_or_percent(rolling.get("maxUnavailable"))
     for name, value in (("maxSurge", surge), ("maxUnavailable", unavailable)):
         if value is None or value < 0:
             causes.append(invalid(f"spec.strategy.rollingUpdate.{name}", rolling.get(name), "must be greater than or equal to 0"))

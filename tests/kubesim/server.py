@@ -57,8 +57,6 @@ def parse_path(path: str) -> Target:
             raise NOT_FOUND
     else:
         raise NOT_FOUND
-    if rest[:1] == ["watch"]:
-        rest = rest[1:]
     if not rest:
         raise NOT_FOUND
     namespace = None
@@ -219,8 +217,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def _watch(self, target: Target, query: dict[str, str]) -> None:
         sim = self.server.sim
-        if target.name is not None:
-            raise NOT_FOUND
         stream = WatchStream(sim.cluster.store, target.res, target.namespace, query, sim.watch_epoch)
         first = stream.start()
         self.send_response(200)

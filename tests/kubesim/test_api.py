@@ -255,3 +255,11 @@ def test_secret_helper_and_status_subresource(sim: KubeSim, core: client.CoreV1A
         lambda: apps.read_namespaced_deployment_status("web", "default").status.observed_generation
     )
     assert status == 1
+
+
+def test_delete_collection_by_label_and_version(core: client.CoreV1Api, api_client: client.ApiClient) -> None:
+    for name, app in (("a", "x"), ("b", "x"), ("c", "y")):
+        core.create_namespaced_config_map("default", {"metadata": {"name": name, "labels": {"app": app}}})
+    core.delete_collection_namespaced_config_map("default", label_selector="app=x")
+    assert [c.metadata.name for c in core.list_namespaced_config_map("default").items] == ["c"]
+    assert client.VersionApi(api_client).get_code().git_version.startswith("v1.")

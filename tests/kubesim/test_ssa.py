@@ -90,7 +90,7 @@ def test_conflict_with_another_manager_and_force(apps: client.AppsV1Api, sim: Ku
 
 
 def test_conflict_between_two_appliers_names_the_container_field(apps: client.AppsV1Api, sim: KubeSim) -> None:
-    apply(apps, deployment(image="app:1"), manager="team-a")
+    sim.apply_as("team-a", deployment(image="app:1"))
     with pytest.raises(client.ApiException) as raised:
         apply(apps, deployment(image="app:2", replicas=3), manager="team-b")
     message = json.loads(raised.value.body)["message"]
