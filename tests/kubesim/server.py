@@ -129,7 +129,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if self.headers.get("Authorization") != f"Bearer {sim.token}":
                 raise ApiError(401, "Unauthorized")
-            if url.path == "/version":
+            if url.path.rstrip("/") == "/version":
                 self._send(200, VERSION)
                 return
             if url.path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and method == "POST":
