@@ -149,3 +149,12 @@ def test_service_apply_keeps_the_allocated_cluster_ip(core: client.CoreV1Api) ->
     headless = {**service, "metadata": {"name": "web-headless"}, "spec": {**service["spec"], "clusterIP": "None"}}
     created = core.patch_namespaced_service("web-headless", "default", headless, field_manager="kaitoctl", _content_type=APPLY)
     assert created.spec.cluster_ip == "None"
+
+
+def test_dropping_a_keyed_list_item_removes_the_whole_item(apps: client.AppsV1Api) -> None:
+    apply(apps, deployment(init_images=("adapter-a:1", "adapter-b:1")))
+    result = apply(apps, deployment(init_images=("adapter-a:1",)))
+    [remaining] = result.spec.template.spec.init_containers
+    assert (remaining.name, remaining.image) == ("init-0", "adapter-a:1")
+    assert remaining.image_pull_policy == "IfNotPresent"  # defaulted fields of kept items stay
+    assert result.metadata.generation == 2
