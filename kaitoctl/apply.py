@@ -26,8 +26,7 @@ from typing import Any, Optional, Protocol
 
 from kaitoctl import history as hist
 from kaitoctl.errors import ClusterError, KaitoctlError, PreflightFailed, RolloutFailed, RolloutTimeout, UsageError
-from kaitoctl.history import (ANNOTATION_REVISION, LABEL_TEMPLATE_HASH, MANAGED_BY, MANAGED_BY_LABEL,
-                              WORKSPACE_LABEL, canonical_json)
+from kaitoctl.history import ANNOTATION_REVISION, LABEL_TEMPLATE_HASH, WORKSPACE_LABEL, canonical_json
 from kaitoctl.plan import Plan
 from kaitoctl.preflight import PreflightReport
 from kaitoctl.rollout import RolloutStatus

@@ -33,7 +33,6 @@ import json
 import os
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -387,8 +386,6 @@ class Kube:
     def __init__(self, api_client: Any, connection: Connection) -> None:
         self._client = api_client
         self.connection = connection
-        self._lock = threading.Lock()
-        self.calls = 0  # API requests made (a watch stream counts once per open)
 
     @property
     def namespace(self) -> str:
@@ -420,8 +417,6 @@ class Kube:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        with self._lock:
-            self.calls += 1
         try:
             request = self._client.param_serialize(method=method, resource_path=path, query_params=query or None,
                                                    header_params=headers, body=body,
@@ -619,8 +614,6 @@ class Informer:
         self.label_selector = label_selector
         self.field_selector = field_selector
         self.stopped = False
-        self.relists = 0
-        self.resumes = 0
         self._resp: Any = None
         self._lock = threading.Lock()
 
@@ -661,12 +654,10 @@ class Informer:
                         obj.setdefault("kind", self.spec.kind)
                         obj.setdefault("apiVersion", self.spec.api_version)
                         yield WatchEvent(etype, self.spec.kind, obj=obj)
-                if not self.stopped:
-                    self.resumes += 1  # the server ended the stream: resume from rv
+                # The server ended the stream (its timeout, a restart): the loop resumes from rv.
             except WatchExpired:
                 if self.stopped:
                     return
-                self.relists += 1
                 sync, rv = self._relist()
                 yield sync
             except ClusterError as err:
@@ -678,4 +669,3 @@ class Informer:
                 if failures > WATCH_RETRIES:
                     raise
                 time.sleep(min(0.1 * 2 ** failures, 2.0))
-                self.resumes += 1

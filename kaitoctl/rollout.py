@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from kaitoctl.history import LABEL_TEMPLATE_HASH, WORKSPACE_LABEL, adapters_of, recorded_workspace
 
@@ -302,7 +302,7 @@ def _event_lines(events: list[dict[str, Any]], reason: str) -> list[str]:
             if e.get("reason") == reason and not str(e.get("message", "")).startswith("Error: ")][-2:]
 
 
-def describe_pod(pod: dict[str, Any], adapters: list[dict[str, Any]] = ()) -> str:  # type: ignore[assignment]
+def describe_pod(pod: dict[str, Any], adapters: Sequence[dict[str, Any]] = ()) -> str:
     """A pod's state in one phrase, like kubectl's STATUS column but naming adapters."""
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
@@ -390,8 +390,6 @@ class WatchResult:
 
     status: RolloutStatus
     seconds: float
-    relists: int = 0
-    resumes: int = 0
 
 
 def _key(obj: dict[str, Any]) -> str:
@@ -487,9 +485,7 @@ def watch(kube: Any, kind: str, name: str, namespace: str, *, timeout_s: float,
                     details.extend(_log_tail(kube, namespace, *failure.log))
                 raise RolloutFailed(failure.message, details=details, hint=failure.hint)
             if status.done:
-                return WatchResult(status=status, seconds=time.monotonic() - started,
-                                   relists=sum(i.relists for i in informers),
-                                   resumes=sum(i.resumes for i in informers))
+                return WatchResult(status=status, seconds=time.monotonic() - started)
     finally:
         for informer in informers:
             informer.stop()

@@ -16,9 +16,9 @@ from typing import Any, Optional
 
 from kaitoctl.history import (MANAGED_BY, MANAGED_BY_LABEL, WORKSPACE_LABEL, adapters_of, recorded_workspace,
                               revision_of)
+from kaitoctl.render import SERVICE_PORT
 from kaitoctl.rollout import current_pods, describe_pod, event_time, rollout_status
 
-SERVICE_PORT = 80
 KAITOCTL_SELECTOR = f"{WORKSPACE_LABEL},{MANAGED_BY_LABEL}={MANAGED_BY}"
 
 
