@@ -743,6 +743,9 @@ def raise_for(report: Report, *, strict: bool = False) -> None:
     if warnings:
         parts.append(f"{warnings} warning{'s' if warnings != 1 else ''} (--strict makes warnings fail)")
     again = "-" if report.file == STDIN_NAME else report.file
+    if not report.workspaces and all(f.line is None for f in failing):
+        # Nothing could be read at all (no file, a directory, an empty file): no fields to fix.
+        raise InvalidWorkspace(f"cannot read a Workspace from {report.file}", details=[f.format() for f in failing])
     raise InvalidWorkspace(
         f"{report.file} is not a valid Workspace file: {' and '.join(parts)}",
         details=[f.format() for f in failing],

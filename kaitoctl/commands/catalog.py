@@ -64,6 +64,7 @@ def presets_list(output: OutputOption = OutputFormat.table) -> None:
         emit([_preset_dict(p) for p in presets], output.value)
         return
     from rich.table import Table
+    from rich.text import Text  # cells are data, never rich markup
 
     wide = output is OutputFormat.wide
     table = Table(box=None, pad_edge=False, header_style="bold")
@@ -79,7 +80,7 @@ def presets_list(output: OutputOption = OutputFormat.table) -> None:
                f"yes ({p.world_size} processes)" if p.distributed else "no"]
         if wide:
             row += [p.dtype, p.pipeline, p.image() if p.access == "public" else "(your image)"]
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     _print_table(table)
 
 
@@ -105,6 +106,7 @@ def presets_show(
         emit(data, output.value)
         return
     from rich.table import Table
+    from rich.text import Text  # cells are data, never rich markup
 
     table = Table(box=None, pad_edge=False, show_header=False)
     table.add_column(style="bold")
@@ -114,7 +116,7 @@ def presets_show(
             value = ", ".join(f"{k}={v}" if v != "" else str(k) for k, v in value.items()) or "-"
         elif value is None or value == "":
             value = "-"
-        table.add_row(key, str(value))
+        table.add_row(Text(key), Text(str(value)))
     _print_table(table)
 
 
@@ -132,6 +134,7 @@ def skus_list(
         emit([_sku_dict(s) for s in skus], output.value)
         return
     from rich.table import Table
+    from rich.text import Text  # cells are data, never rich markup
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("NAME", "CLOUD", "GPUS", "GPU MEMORY", "PER GPU", "GPU MODEL"):
@@ -142,7 +145,7 @@ def skus_list(
         row = [s.name, s.cloud, str(s.gpu_count), s.gpu_memory_total, s.gpu_memory_per_gpu, s.gpu_model]
         if output is OutputFormat.wide:
             row.append(s.note or "-")
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     _print_table(table)
 
 

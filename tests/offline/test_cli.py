@@ -240,3 +240,10 @@ def test_offline_commands_import_no_cluster_or_ml_library() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout, result.stderr) == (0, "[]\n", "")
+
+
+def test_unreadable_input_says_so_without_a_field_hint(tmp_path, capsys) -> None:
+    code, out, err = run(["validate", "-f", str(tmp_path)], capsys)
+    assert (code, out) == (3, "")
+    assert err.splitlines() == [f"kaitoctl: error: cannot read a Workspace from {tmp_path}",
+                                f"  {tmp_path}: is a directory: give a Workspace YAML file (or - for stdin)"]
