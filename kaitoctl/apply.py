@@ -26,7 +26,8 @@ from typing import Any, Optional, Protocol
 
 from kaitoctl import history as hist
 from kaitoctl.errors import ClusterError, KaitoctlError, PreflightFailed, RolloutFailed, RolloutTimeout, UsageError
-from kaitoctl.history import ANNOTATION_REVISION, LABEL_TEMPLATE_HASH, WORKSPACE_LABEL, canonical_json
+from kaitoctl.history import (ANNOTATION_REVISION, LABEL_TEMPLATE_HASH, MANAGED_BY, MANAGED_BY_LABEL,
+                              WORKSPACE_LABEL, canonical_json)
 from kaitoctl.plan import Plan
 from kaitoctl.preflight import PreflightReport
 from kaitoctl.rollout import RolloutStatus
@@ -321,7 +322,12 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
 
     dry = _server_dry_run(kube, objs, opts.force_conflicts)
     actions = [(obj, _action(_live_of(obj, state), out)) for obj, out in zip(objs, dry)]
-    stale = [w for w in state.workloads if w.get("kind") != kind]
+    rendered = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    # kaitoctl's own objects of this workspace that the new rendering no longer has (the workload
+    # of the other kind, the headless Service of a distributed preset): removed after the apply.
+    stale = [o for o in state.workloads + state.services
+             if (o.get("kind"), o["metadata"]["name"]) not in rendered
+             and ((o["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY)]
     template_changed = live is not None and (
         live.get("kind") != kind or comparable({"t": _template(live)}) != comparable({"t": _template(workload_of(dry))})
     )
@@ -347,8 +353,8 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
 
     applied = [kube.apply(obj, force=opts.force_conflicts) for obj, _ in actions]
     ui.objects(applied)
-    for workload in stale:
-        kube.delete(workload["kind"], name, namespace)
+    for obj in stale:
+        kube.delete(obj["kind"], obj["metadata"]["name"], namespace)
     for ref, action in result.actions:
         ui.result(f"{ref} {action}")
     recorded = state.history or hist.History(name, namespace)
@@ -371,12 +377,12 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
         result.rollout_seconds = _watch(kube, ws, kind, namespace, opts, ui)
     except (RolloutFailed, RolloutTimeout) as err:
         finish("failed", failure=err.message)
-        before = hist.revision_of(live)
         if previous is not None and not same_workspace:
+            target, target_revision = rollback_target(recorded, revision, previous, hist.revision_of(live))
             if opts.rollback:
-                raise _roll_back(kube, err, previous, before, namespace, opts, ui) from err
+                raise _roll_back(kube, err, target, target_revision, namespace, opts, ui) from err
             err.hint = (f"--no-rollback: revision {revision} is left in place for inspection; "
-                        f"`kaitoctl rollback {name} -n {namespace}` restores revision {before}")
+                        f"`kaitoctl rollback {name} -n {namespace}` restores revision {target_revision}")
         elif live is None:
             err.hint = (f"{err.hint + '; ' if err.hint else ''}nothing to roll back to (first revision): "
                         f"`kaitoctl delete {name} -n {namespace}` removes it")
@@ -404,6 +410,23 @@ def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui
     first = render_workspace(ws, default_plan(ws))
     state = read_cluster(kube, ws, namespace, preflight=True, ui=ui)
     return _check(ws, first, state, namespace)
+
+
+def rollback_target(history: hist.History, failed: int, previous: dict[str, Any],
+                    previous_revision: int) -> tuple[dict[str, Any], int]:
+    """What a failed update returns to: the latest earlier revision that did not fail and differs from it.
+
+    Usually the revision that ran before; but when that one had failed too (left with
+    --no-rollback), going back to it would not restore service.
+    """
+    failed_entry = history.get(failed)
+    for rev in reversed(history.revisions):
+        if rev.revision >= failed or rev.outcome == "failed":
+            continue
+        if failed_entry is not None and rev.workspace == failed_entry.workspace:
+            continue
+        return rev.workspace, rev.revision
+    return previous, previous_revision
 
 
 def _ref(obj: dict[str, Any]) -> str:
@@ -469,21 +492,25 @@ def _gate_downtime(ws: Workspace, live: dict[str, Any], kind: str, plan: Plan, r
     last = state.history.last_rollout_seconds() if state.history else None
     outage = (f"expected outage: about {_duration(last)} (the last rollout took that long)" if last is not None
               else "expected outage: unknown (no earlier rollout recorded): the image pull plus model load")
-    if report is None:
-        why = "--skip-preflight: kaitoctl cannot show that a second pod fits"
-    elif kind == "StatefulSet":
-        why = plan.reason
+    if kind == "StatefulSet" or live.get("kind") != kind:
+        headline = ("its pods are replaced in place (a distributed preset runs one torchrun job), so the update "
+                    "stops the serving pods first")
+        why = [plan.reason]
+        hint = "accept the outage with --allow-downtime"
     else:
-        why = report.capacity_summary()
+        headline = ("a second pod cannot run next to the serving one, so the update would have to stop the old "
+                    "pod first")
+        why = (["--skip-preflight: kaitoctl cannot show that a second pod fits"] if report is None
+               else report.surge_summary())
+        hint = ("free GPUs on a matching node (or add one) so that the update can surge, or accept the outage "
+                "with --allow-downtime")
     if opts.allow_downtime:
-        ui.warn(f"--allow-downtime: {kind} {ws.name} is replaced with Recreate; {outage}")
+        how = "with Recreate" if kind == "Deployment" else "in place"
+        ui.warn(f"--allow-downtime: {kind} {ws.name} is replaced {how}; {outage}")
         return
     raise PreflightFailed(
-        f"updating {ws.metadata.namespace}/{ws.name} would stop it serving: a second pod cannot run next to the "
-        "serving one, so the update would have to stop the old pod first; nothing was applied",
-        details=[why, outage],
-        hint="free GPUs on a matching node (or add one) so that the update can surge, or accept the outage "
-             "with --allow-downtime",
+        f"updating {ws.metadata.namespace}/{ws.name} would stop it serving: {headline}; nothing was applied",
+        details=why + [outage], hint=hint,
     )
 
 

@@ -224,15 +224,17 @@ class PreflightReport:
             "surgeFits": self.surge_fits,
         }
 
-    def capacity_summary(self) -> str:
-        """One line on GPUs: what each pod needs and where there is room (for refusals and errors)."""
+    def surge_summary(self) -> list[str]:
+        """Why a surge pod does not fit, and what would make it fit (for the refusal of an update)."""
         if not self.rows:
-            return "no node matches the workspace's labelSelector"
+            return ["no node matches the workspace's labelSelector"]
         parts = []
         for row in self.rows:
-            state = "" if not row.why_not or row.fits else f" ({'; '.join(row.why_not)})"
-            parts.append(f"{row.name}: {row.gpus_free} of {row.gpus_allocatable} GPUs free{state}")
-        return f"each pod needs {self.gpus_per_pod} GPU(s); " + ", ".join(parts)
+            state = "" if row.eligible else f" ({'; '.join(w for w in row.why_not if 'GPU' not in w)})"
+            parts.append(f"{row.name}: {row.gpus_free_for_surge} of {row.gpus_allocatable} GPUs free{state}")
+        return [f"matching nodes: {', '.join(parts)}",
+                f"a surge needs {self.gpus_per_pod} free GPU(s) on one Ready, schedulable matching node next to "
+                "the serving pod(s)"]
 
 
 def _slots(free: int, gpus_per_pod: int, cap: int) -> int:

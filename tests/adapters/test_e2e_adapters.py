@@ -92,6 +92,11 @@ def test_several_changes_become_one_surge_rollout(sim, kaitoctl, write_ws):
     assert "safe rollout: the new pod must be Ready before the old one stops serving" in result.stderr
     assert min(watcher.samples) >= 1            # a ready pod served throughout the update
     assert watcher.most_pods == 2               # the old pod stayed until the new one was ready
+    # What the surge relies on: traffic only to Ready pods, and a stopping pod finishes its requests.
+    assert not sim.get("Service", "default", "falcon")["spec"].get("publishNotReadyAddresses")
+    pod_spec = sim.get("Deployment", "default", "falcon")["spec"]["template"]["spec"]
+    assert pod_spec["containers"][0]["lifecycle"]["preStop"]
+    assert pod_spec["terminationGracePeriodSeconds"] >= 60
     assert sim.get("Deployment", "default", "falcon")["metadata"]["generation"] == generation + 1
     assert recorded_adapters(sim) == [("sql", "0.5"), ("chat", "1.0")]
     assert served_adapters(sim) == [[{"name": "sql", "strength": 0.5}, {"name": "chat", "strength": 1.0}]]
@@ -120,7 +125,9 @@ def test_no_free_gpu_refuses_then_recreates_with_allow_downtime(sim, kaitoctl, w
     assert refused.returncode == 5, refused.stderr
     assert ("kaitoctl: error: updating default/falcon would stop it serving: a second pod cannot run next to the "
             "serving one") in refused.stderr
-    assert "  each pod needs 1 GPU(s); gpu-1: 0 of 1 GPUs free" in refused.stderr
+    assert "  matching nodes: gpu-1: 0 of 1 GPUs free" in refused.stderr
+    assert ("  a surge needs 1 free GPU(s) on one Ready, schedulable matching node next to the serving pod(s)"
+            in refused.stderr)
     assert "  expected outage: about " in refused.stderr and "(the last rollout took that long)" in refused.stderr
     assert "--allow-downtime" in refused.stderr
     after = sim.get("Deployment", "default", "falcon")

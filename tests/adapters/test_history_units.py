@@ -119,3 +119,18 @@ def test_deployed_adapters_counts_the_ready_pods_that_run_them():
     ]
     rows = deployed_adapters(recorded, pods)
     assert [(r["name"], r["podsWithIt"], r["readyPods"]) for r in rows] == [("a", 1, 2), ("b", 1, 2)]
+
+
+def test_a_failed_update_returns_to_the_last_revision_that_did_not_fail():
+    from kaitoctl.apply import rollback_target
+
+    history = hist.History("llm", "ml", revisions=[
+        hist.Revision(1, "t1", ws([ad("a", "0.1")]), outcome="succeeded"),
+        hist.Revision(2, "t2", ws([ad("a", "0.2")]), outcome="failed"),     # left with --no-rollback
+        hist.Revision(3, "t3", ws([ad("a", "0.3")]), outcome="failed"),     # the update failing now
+    ])
+    target, number = rollback_target(history, 3, ws([ad("a", "0.2")]), 2)
+    assert number == 1 and target == ws([ad("a", "0.1")])
+    history.revisions[1].outcome = "succeeded"
+    assert rollback_target(history, 3, ws([ad("a", "0.2")]), 2)[1] == 2
+    assert rollback_target(hist.History("llm", "ml"), 3, ws([]), 2) == (ws([]), 2)

@@ -64,3 +64,20 @@ def test_distributed_preset_runs_as_a_statefulset(sim, kaitoctl, write_ws):
     assert len(ready_pods(sim, "llama")) == 2
     listed = kaitoctl("status")
     assert listed.stdout.splitlines()[1].split()[:5] == ["llama", "Standard_NC6s_v3", "True", "True", "True"]
+
+    # To a preset that is not distributed: the StatefulSet and its headless Service give way to a
+    # Deployment. That stops the serving pods, so it needs --allow-downtime.
+    doc["inference"]["preset"]["name"] = "llama-2-7b-chat"
+    doc["inference"]["preset"]["presetOptions"]["image"] = "registry.example.com/llama-2-7b-chat:0.1.0"
+    doc["resource"]["count"] = 1
+    path = write_ws(doc)
+    refused = kaitoctl("apply", "-f", path)
+    assert refused.returncode == 5, refused.stderr
+    assert "its pods are replaced in place" in refused.stderr
+    moved = kaitoctl("apply", "-f", path, "--allow-downtime", "--timeout", "60s")
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.splitlines() == ["service/llama configured", "deployment.apps/llama created",
+                                         "statefulset.apps/llama deleted", "service/llama-headless deleted"]
+    assert sim.get("StatefulSet", "default", "llama") is None
+    assert sim.get("Service", "default", "llama-headless") is None
+    assert len(ready_pods(sim, "llama")) == 1
