@@ -413,7 +413,8 @@ def watch(kube: Any, kind: str, name: str, namespace: str, *, timeout_s: float,
     informers = [
         Informer(kube, kind, namespace, field_selector=f"metadata.name={name}"),
         Informer(kube, "Pod", namespace, label_selector=f"{WORKSPACE_LABEL}={name}"),
-        Informer(kube, "Event", namespace),
+        # Pod events only: the diagnosis reads nothing else, and a busy namespace has many.
+        Informer(kube, "Event", namespace, field_selector="involvedObject.kind=Pod"),
     ]
     events: "queue.Queue[tuple[str, Any]]" = queue.Queue()
 
