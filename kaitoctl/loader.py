@@ -51,7 +51,7 @@ def format_path(path: Iterable[PathPart]) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _IDENT.match(part) and len(part) <= 60:
+        elif _IDENT.fullmatch(part) and len(part) <= 60:
             out += f".{part}" if out else part
         else:
             out += "[" + show_value(part) + "]"

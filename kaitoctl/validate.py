@@ -125,16 +125,16 @@ def _label_problem(name: str, *, what: str, dns1035: bool = False, max_len: int 
     if len(name) > max_len:
         problems.append(f"is {len(name)} characters long (at most {max_len})")
     pattern = _DNS1035_LABEL if dns1035 else _DNS1123_LABEL
-    if not pattern.match(name):
+    if not pattern.fullmatch(name):
         if name != name.lower():
             problems.append("contains upper-case letters")
         if re.search(r"[^A-Za-z0-9-]", name):
-            problems.append("contains characters other than letters, digits and '-'")
-        if dns1035 and not name[:1].isalpha():
+            problems.append("contains characters other than a-z, 0-9 and '-'")
+        if dns1035 and not re.match(r"[A-Za-z]", name):
             problems.append("does not start with a letter")
-        elif not name[:1].isalnum():
+        elif not re.match(r"[A-Za-z0-9]", name):
             problems.append("does not start with a letter or digit")
-        if not name[-1:].isalnum():
+        if not re.search(r"[A-Za-z0-9]\Z", name):
             problems.append("does not end with a letter or digit")
     if not problems:
         return None
@@ -162,16 +162,16 @@ def _qualified_name_problem(key: str) -> Optional[str]:
     prefix, _, name = key.rpartition("/")
     if "/" in key and not prefix:
         return "the prefix before '/' must not be empty"
-    if prefix and (len(prefix) > SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
         return f"the prefix {show_value(prefix)} must be a DNS subdomain (lower-case, e.g. example.com)"
-    if not name or len(name) > LABEL_MAX or not _QUALIFIED_NAME.match(name):
+    if not name or len(name) > LABEL_MAX or not _QUALIFIED_NAME.fullmatch(name):
         return ("the name part must be 1-63 characters of letters, digits, '-', '_' and '.', starting and ending "
                 "with a letter or digit")
     return None
 
 
 def _label_value_problem(value: str) -> Optional[str]:
-    if len(value) > LABEL_MAX or not _LABEL_VALUE.match(value):
+    if len(value) > LABEL_MAX or not _LABEL_VALUE.fullmatch(value):
         return ("a label value must be at most 63 characters of letters, digits, '-', '_' and '.', starting and "
                 "ending with a letter or digit (or empty)")
     return None
@@ -180,7 +180,7 @@ def _label_value_problem(value: str) -> Optional[str]:
 def _check_secret_names(ctx: _Context, path: Path, names: Optional[list[str]]) -> None:
     seen: set[str] = set()
     for i, secret in enumerate(names or []):
-        if not secret or len(secret) > SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.match(secret):
+        if not secret or len(secret) > SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.fullmatch(secret):
             ctx.error(path + (i,), f"image pull secret name {show_value(secret)} is not a valid Secret name (a DNS "
                                    "subdomain: lower-case letters, digits, '-' and '.')")
         elif secret in seen:
@@ -196,7 +196,7 @@ def image_problem(ref: str) -> tuple[Optional[str], Optional[str]]:
     """
     if not ref or ref != ref.strip():
         return "image reference must not be empty or have surrounding spaces", None
-    match = _IMAGE_REF.match(ref)
+    match = _IMAGE_REF.fullmatch(ref)
     if not match:
         hint = ""
         if re.search(r"[A-Z]", ref.split("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]):
@@ -273,7 +273,7 @@ def _rule_metadata(ctx: _Context) -> None:
         if problem:
             ctx.error(("metadata", "annotations", key), f"invalid annotation key {show_value(key)}: {problem}",
                       key=True)
-        if key == API_KEY_SECRET_ANNOTATION and not _DNS1123_SUBDOMAIN.match(value):
+        if key == API_KEY_SECRET_ANNOTATION and not _DNS1123_SUBDOMAIN.fullmatch(value):
             ctx.error(("metadata", "annotations", key), f"{key} must name a Secret in the workspace's namespace "
                                                         f"(a DNS subdomain), found {show_value(value)}")
         if key == "kaito.sh/enablelb" and value not in ("True", "False"):
@@ -322,7 +322,7 @@ def _rule_resource(ctx: _Context) -> None:
     _check_selector(ctx)
     seen: set[str] = set()
     for i, node in enumerate(res.preferredNodes or []):
-        if not node or len(node) > SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.match(node):
+        if not node or len(node) > SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.fullmatch(node):
             ctx.error(("resource", "preferredNodes", i), f"{show_value(node)} is not a valid node name (a DNS "
                                                          "subdomain: lower-case letters, digits, '-' and '.')")
         elif node in seen:
@@ -556,7 +556,7 @@ def _check_adapter_image(ctx: _Context, path: Path, image: str) -> None:
     if error:
         ctx.error(path, error)
         return
-    name = _IMAGE_REF.match(image).group("name")  # type: ignore[union-attr]
+    name = _IMAGE_REF.fullmatch(image).group("name")  # type: ignore[union-attr]
     if "/" not in name:
         ctx.error(path, f"Invalid image format, require full input image URL: {show_value(image)} has no registry or "
                         "repository path (it would be pulled from Docker Hub's library/); give the full reference, "
@@ -571,7 +571,7 @@ def _check_strength(ctx: _Context, path: Path, strength: Optional[str], name: st
     if strength is None:
         return None
     text = strength  # no stripping: KAITO (Go ParseFloat) rejects " 0.5 " too
-    if not _DECIMAL.match(text):
+    if not _DECIMAL.fullmatch(text):
         lowered = text.lower().lstrip("+-")
         if lowered in ("nan", "inf", "infinity", ".nan", ".inf"):
             ctx.error(spath, f"Strength value for Adapter '{_bare(name)}' must be between 0 and 1: "

@@ -235,7 +235,7 @@ REJECTED = [
          "controller-revision-hash=<name>-<hash>: the name can have at most 52 characters")]),
     ("namespace-syntax", {"metadata.namespace": "My_NS"}, [
         ("error", "metadata.namespace",
-         "namespace \"My_NS\" contains upper-case letters, contains characters other than letters, digits and '-': "
+         "namespace \"My_NS\" contains upper-case letters, contains characters other than a-z, 0-9 and '-': "
          "it must be a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a letter or "
          "digit, at most 63 characters); for example \"my-ns\"")]),
     ("metadata-typo", {"metadata.nmae": "x"}, [
@@ -265,7 +265,7 @@ REJECTED = [
     ("adapter-name-not-a-label", {"inference.adapters": [adapter("Adapter.One")]}, [
         ("error", "inference.adapters[0].source.name",
          "Name of Adapter must be a valid DNS subdomain value: adapter name \"Adapter.One\" contains upper-case "
-         "letters, contains characters other than letters, digits and '-': it must be a DNS-1123 label (lower-case "
+         "letters, contains characters other than a-z, 0-9 and '-': it must be a DNS-1123 label (lower-case "
          "letters, digits and '-', starting and ending with a letter or digit, at most 63 characters), because it "
          "names the adapter's init container and its directory; for example \"adapter-one\"")]),
     ("adapter-name-64-characters", {"inference.adapters": [adapter("a" * 64)]}, [
@@ -392,3 +392,11 @@ def test_strength_forms_rejected(strength: str) -> None:
         ("error", "inference.adapters[0].strength",
          f"Invalid strength value for Adapter 'adapter-a': \"{strength}\" is not a number; write a number between 0 "
          "and 1 as a string, e.g. \"0.5\"")]
+
+
+def test_trailing_newlines_from_block_scalars_are_not_valid_names() -> None:
+    """`name: |` keeps a newline; Python's `$` would let it through, Kubernetes would not."""
+    data = mutate({"metadata.name": "ws\n", "inference.adapters": [adapter("a\n", image="r.io/a/b:1\n")]})
+    assert [(s, p) for s, p, _ in triples(findings_of(data))] == [
+        ("error", "metadata.name"), ("error", "inference.adapters[0].source.name"),
+        ("error", "inference.adapters[0].source.image")]
