@@ -7,6 +7,10 @@ Field names are KAITO's JSON names (camelCase); there is no ``spec:`` key.
 Defaults are KAITO's CRD defaults (count 1, instanceType Standard_NC12s_v3,
 accessMode public) plus strength "1.0" when omitted (KAITO documents that
 default but never persists it; see kaito-facts §2.6).
+
+The model checks shape and types only (unknown fields are errors); the rules
+(names, GPU fit, KAITO's webhook checks) live in ``kaitoctl.validate``, and
+``docs/workspace.md`` documents every field.
 """
 
 from __future__ import annotations
