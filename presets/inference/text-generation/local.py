@@ -37,6 +37,10 @@ def serve_forever(app: Any, host: str, port: int, *, on_ready: Optional[Callable
 
     check_port_free(host, port)
     server = make_server(host, port, app, threaded=True)
+    # Join request threads on close instead of leaving daemon threads inside
+    # torch while the interpreter finalizes (that aborts the process:
+    # "terminate called without an active exception", pytorch#38228).
+    server.daemon_threads = False
     stopping = threading.Event()
 
     def stop(_signum: int, _frame: Any) -> None:
