@@ -42,9 +42,9 @@ def loaded_modules(argv: list[str], tmp_path: Path) -> set[str]:
     return {_top(name) for name in loaded_module_names(argv, tmp_path)}
 
 
-def loaded_module_names(argv: list[str], tmp_path: Path) -> set[str]:
+def loaded_module_names(argv: list[str], tmp_path: Path, **extra_env: str) -> set[str]:
     out = tmp_path / "modules.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAITOCTL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAITOCTL_")} | extra_env
     proc = subprocess.run(
         [sys.executable, "-c", _WRAPPER, str(out), *argv],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
@@ -123,6 +123,55 @@ def test_help_completion_and_suggestions_see_every_command(capsys: pytest.Captur
                           timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["status", "serve", "skus"]
+
+
+RENDER = ["render", "-f", "examples/falcon-7b-adapters.yaml"]
+
+
+def test_without_pydantic_plugins_start_up_skips_their_discovery(tmp_path: Path) -> None:
+    # importlib.metadata (imported by pydantic's plugin lookup) is ~20 ms of start-up; no distribution
+    # in this environment declares a pydantic plugin, so the answer is known without it.
+    assert "importlib.metadata" not in loaded_module_names(RENDER, tmp_path)
+
+
+_PLUGIN = """
+import os
+
+class Plugin:
+    def new_schema_validator(self, schema, schema_type, schema_type_path, schema_kind, config, settings):
+        with open(os.environ["SEEN"], "a", encoding="utf-8") as f:
+            f.write(schema_type_path.name + "\\n")
+        return None, None, None
+
+plugin = Plugin()
+"""
+
+
+def test_an_installed_pydantic_plugin_is_still_loaded(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "seeplugin-1.0.dist-info").mkdir(parents=True)
+    (site / "seeplugin-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: seeplugin\nVersion: 1.0\n")
+    (site / "seeplugin-1.0.dist-info" / "entry_points.txt").write_text("[pydantic]\nsee = seeplugin:plugin\n")
+    (site / "seeplugin.py").write_text(_PLUGIN)
+    seen = tmp_path / "seen.txt"
+    modules = loaded_module_names(RENDER, tmp_path, PYTHONPATH=str(site), SEEN=str(seen))
+    assert "seeplugin" in modules
+    assert "Workspace" in seen.read_text().split()
+
+
+def test_the_stand_in_hands_anything_else_to_pydantic(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from kaitoctl._pydantic_plugins import skip_discovery_when_no_plugin_is_installed as skip\n"
+        "assert skip() and not skip()\n"
+        "from pydantic.plugin import _loader\n"
+        "assert list(_loader.get_plugins()) == [] and 'importlib.metadata' not in sys.modules\n"
+        "assert _loader.PYDANTIC_ENTRY_POINT_GROUP == 'pydantic'\n"  # a name the stand-in lacks
+        "assert type(sys.modules['pydantic.plugin._loader']).__name__ == 'module'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
 
 
 def _imports(tree: ast.AST) -> list[tuple[str, int]]:
