@@ -10,9 +10,11 @@ of them alike:
 
 and prints the median wall time of each and the ratios. Target: render within
 1.5x of the import floor. `import pydantic` alone is lazy and loads almost none
-of pydantic; the first model class costs ~45 ms more here (BaseModel's machinery
-and its first schema build), and Typer >= 0.29 coerces options through pydantic
-too. "floor + models" measures that, so the report shows what kaitoctl itself adds.
+of pydantic; the first model class costs ~45 ms more here (BaseModel's machinery,
+its first schema build, and pydantic's plugin lookup, which imports
+importlib.metadata; kaitoctl skips that lookup when no plugin is installed), and
+Typer >= 0.29 coerces options through pydantic too. "floor + models" measures
+that, so the report shows what kaitoctl itself adds.
 
 Bytecode: a pip install compiles every module to .pyc, so a user never pays for
 compiling kaitoctl's sources at start-up. This machine sets
