@@ -124,9 +124,12 @@ def register(app: typer.Typer) -> None:
                 markup=False,
             )
 
-        try:
-            for name in names:
+        for name in names:
+            try:
                 check_adapter_name(name, "--adapter")
+            except StartupError as err:
+                raise UsageError(str(err)) from None
+        try:
             config = ServerConfig(
                 model_dir=str(model),
                 dtype=dtype.value,

@@ -111,7 +111,14 @@ def load_served_model(config: ServerConfig) -> ServedModel:
     started = time.perf_counter()
     if model.dtype != serving:
         model.to(serving)
-    device_desc, input_device = _place(model, device)
+    try:
+        device_desc, input_device = _place(model, device)
+    except torch.cuda.OutOfMemoryError:
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        raise StartupError(
+            f"the model ({size / 2**30:.1f} GiB in {serving}) does not fit in GPU memory; use a GPU with more "
+            "memory, more GPUs, or a smaller dtype (KAITOCTL_DTYPE)"
+        ) from None
     move_seconds = time.perf_counter() - started
 
     served = ServedModel(
