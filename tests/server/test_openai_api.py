@@ -108,10 +108,12 @@ def test_eos_finishes_with_stop(client, served):
         "stop", "", 1)
 
 
-def test_seed_makes_sampling_reproducible(client):
-    body = {"prompt": PROMPT, "max_tokens": 12, "temperature": 1.0, "seed": 1234}
-    first = client.post("/v1/completions", json=body).json["choices"][0]["text"]
-    assert client.post("/v1/completions", json=body).json["choices"][0]["text"] == first
+@pytest.mark.parametrize("seed", [1234, -1, 2**70])
+def test_seed_makes_sampling_reproducible(client, seed):
+    body = {"prompt": PROMPT, "max_tokens": 12, "temperature": 1.0, "seed": seed}
+    first = client.post("/v1/completions", json=body)
+    assert first.status_code == 200
+    assert client.post("/v1/completions", json=body).json["choices"][0]["text"] == first.json["choices"][0]["text"]
 
 
 def test_logit_bias_and_penalties_reach_the_sampler(client, served):

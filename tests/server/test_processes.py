@@ -168,3 +168,12 @@ def test_kaitoctl_serve_merges_adapters_and_stops_on_ctrl_c(tiny, tmp_path):
         output = stop(proc, signal.SIGINT, log)
     assert proc.returncode == 0, output
     assert f"at http://127.0.0.1:{port}" in output and "Traceback" not in output
+
+
+def test_gunicorn_master_never_imports_torch():
+    """What the master imports (config module, and the app with --preload) must not touch torch or CUDA."""
+    code = ("import sys, kaitoctl_server.gunicorn_conf, kaitoctl_server.wsgi\n"
+            "print('TORCH' if 'torch' in sys.modules else 'CLEAN')\n")
+    env = server_env(KAITOCTL_MODEL="/nonexistent")  # the app is built; nothing is loaded at import
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "CLEAN", result.stderr

@@ -148,7 +148,8 @@ def _jobs(served: "ServedModel", req: SamplingRequest, prompts: list[tuple[list[
         if req.presence_penalty or req.frequency_penalty or bias:
             processors.append(OpenAIPenalties(len(ids), req.presence_penalty, req.frequency_penalty, bias))
         for i in range(req.n):
-            seed = None if req.seed is None else req.seed + i
+            # torch takes seeds in [0, 2**64); any JSON integer maps into it
+            seed = None if req.seed is None else (req.seed + i) % 2**64
             jobs.append(_Job(p * req.n + i, ids, config, seed, processors, echo))
     return jobs
 
