@@ -130,6 +130,13 @@ class LoadedDocument:
     consults for things the model normalises away (was strength a number? was
     instanceType omitted?). ``positions`` maps field paths to the (line,
     column) of their value, ``key_positions`` to the (line, column) of their key.
+
+    ``workspace`` is set only when the document has no error at all. ``draft``
+    is the Workspace as far as it could be read, so that the rules can still
+    run and report every problem of the file at once: the document itself when
+    the schema accepts it, else the document without the values the schema
+    rejected (already reported); ``dropped`` lists those paths, where
+    validation keeps quiet.
     """
 
     file: str
@@ -140,6 +147,8 @@ class LoadedDocument:
     positions: dict[Path, tuple[int, int]] = field(default_factory=dict, repr=False)
     key_positions: dict[Path, tuple[int, int]] = field(default_factory=dict, repr=False)
     start: Optional[tuple[int, int]] = None
+    draft: Optional[Workspace] = None
+    dropped: frozenset[Path] = frozenset()
 
     def locate(self, path: Path, *, key: bool = False) -> tuple[Optional[int], Optional[int]]:
         """The position of ``path``, else of its nearest ancestor that was written, else the document start."""
@@ -487,25 +496,134 @@ def _document_from_node(node: Any, name: str, index: int, loader: Any) -> Option
 
 
 def _build_workspace(doc: LoadedDocument, data: dict[str, Any]) -> None:
-    """Check the object's identity (apiVersion, kind, no spec:), then the schema; fill ``doc``."""
+    """Check the object's identity (apiVersion, kind, no spec:), then the schema; fill ``doc``.
+
+    Every schema error is reported from the first attempt; the later attempts
+    only build ``doc.draft`` without the rejected values.
+    """
     import pydantic
 
     if not _check_identity(doc, data):
         return
-    try:
-        workspace = Workspace.model_validate(data, strict=True)
-    except pydantic.ValidationError as err:
-        already = {f.path for f in doc.findings}  # the YAML problem there was reported; its fallout is noise
-        for error in err.errors(include_url=False):
-            finding = _schema_finding(doc, error)
-            if finding.path not in already:
-                doc.findings.append(finding)
-        return
-    except (RecursionError, ValueError, TypeError) as err:  # defensive: odd input the model chokes on
-        doc.findings.append(doc.finding("error", (), f"cannot read the Workspace: {err}"))
-        return
-    if not any(f.severity == "error" for f in doc.findings):
-        doc.workspace = workspace
+    dropped: set[Path] = set()
+    current = data
+    for attempt in range(MAX_DRAFT_ATTEMPTS):
+        try:
+            workspace = Workspace.model_validate(current, strict=True)
+        except pydantic.ValidationError as err:
+            errors = err.errors(include_url=False)
+        except (RecursionError, ValueError, TypeError) as err:  # defensive: odd input the model chokes on
+            if attempt == 0:
+                doc.findings.append(doc.finding("error", (), f"cannot read the Workspace: {err}"))
+            return
+        else:
+            doc.draft, doc.dropped = workspace, frozenset(dropped)
+            if not any(f.severity == "error" for f in doc.findings):
+                doc.workspace = workspace
+            return
+        if attempt == 0:
+            already = {f.path for f in doc.findings}  # the YAML problem there was reported; its fallout is noise
+            for error in errors:
+                finding = _schema_finding(doc, error)
+                if finding.path not in already:
+                    doc.findings.append(finding)
+        remaining = _without_rejected(current, errors, dropped)
+        if remaining is None:
+            return
+        current = remaining
+
+
+# A rejected value goes in one attempt, a required field's parent in the next: the model is a few
+# levels deep, so a handful of attempts always ends.
+MAX_DRAFT_ATTEMPTS = 8
+_ABSENT = object()
+
+
+def _at(data: Any, path: Path) -> Any:
+    node = data
+    for part in path:
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return _ABSENT
+    return node
+
+
+def _replaced(data: Any, path: Path, value: Any) -> Any:
+    """``data`` with the value at ``path`` replaced (``_ABSENT`` removes it), copying only along ``path``."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(data, dict):
+        out: Any = dict(data)
+        if rest:
+            out[head] = _replaced(data[head], rest, value)
+        elif value is _ABSENT:
+            del out[head]
+        else:
+            out[head] = value
+        return out
+    out = list(data)
+    out[head] = _replaced(data[head], rest, value) if rest else value
+    return out
+
+
+def _blank(annotation: Any) -> Any:
+    """The emptiest value the schema accepts for ``annotation`` (``_ABSENT`` when there is none).
+
+    It stands in for a rejected list entry: "" for a string, a mapping of
+    blanks for a model's required fields. Validation never reports on it,
+    because its path is in ``dropped``.
+    """
+    from pydantic import BaseModel
+
+    if annotation is str:
+        return ""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        out = {}
+        for name, info in annotation.model_fields.items():
+            if info.is_required():
+                out[name] = _blank(info.annotation)
+                if out[name] is _ABSENT:
+                    return _ABSENT
+        return out
+    return _ABSENT
+
+
+def _without_rejected(data: dict[str, Any], errors: list[Any], dropped: set[Path]) -> Optional[dict[str, Any]]:
+    """``data`` without the values pydantic rejected; adds what went to ``dropped``. None when no draft can be made.
+
+    A rejected mapping key is removed. A rejected list entry is replaced by a
+    blank (see :func:`_blank`), so that the other entries keep their index,
+    their position in the file and their checks; when no blank exists, or the
+    blank is rejected too, the whole list goes. A required field that is
+    missing (or was removed) takes its parent with it.
+    """
+    removed: list[Path] = []
+    for error in errors:
+        path: Path = tuple(error["loc"])
+        if any(path[:len(gone)] == gone for gone in removed):
+            continue  # inside something this pass already removed
+        while path:
+            parent, last = _at(data, path[:-1]), path[-1]
+            if isinstance(parent, dict) and last in parent:
+                data = _replaced(data, path, _ABSENT)
+                break
+            if isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent):
+                blank = _ABSENT if path in dropped else _blank(_annotation_at(path))
+                if blank is not _ABSENT:
+                    data = _replaced(data, path, blank)
+                    break
+            path = path[:-1]
+        if not path:
+            return None
+        removed.append(path)
+        dropped.add(path)
+    return data if removed else None
 
 
 def _check_identity(doc: LoadedDocument, data: dict[str, Any]) -> bool:
@@ -601,8 +719,8 @@ def _schema_finding(doc: LoadedDocument, error: Any) -> Finding:
     return doc.finding("error", loc, f"{error.get('msg', 'invalid value')} (found {_describe(value)})")
 
 
-def _model_at(path: Path) -> Optional[type]:
-    """The pydantic model class that describes the mapping at ``path`` (None for schemaless parts)."""
+def _annotation_at(path: Path) -> Any:
+    """The type the schema expects at ``path`` (None outside the schema, e.g. under an unknown field)."""
     from pydantic import BaseModel
 
     current: Any = Workspace
@@ -612,6 +730,14 @@ def _model_at(path: Path) -> Optional[type]:
                 return None
             current = current.model_fields[part].annotation
         current = _unwrap(current, part)
+    return current
+
+
+def _model_at(path: Path) -> Optional[type]:
+    """The pydantic model class that describes the mapping at ``path`` (None for schemaless parts)."""
+    from pydantic import BaseModel
+
+    current = _annotation_at(path)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 

@@ -72,7 +72,21 @@ class _Context:
     raw: dict[str, Any]
     findings: list[Finding] = field(default_factory=list)
 
+    @property
+    def dropped(self) -> frozenset[Path]:
+        return self.doc.dropped if self.doc is not None else frozenset()
+
+    def unread(self, path: Path) -> bool:
+        """Whether the schema rejected something written at ``path``, inside it or above it.
+
+        The model then holds a default or nothing there: a rule whose input
+        this is would report a problem that is not in the file.
+        """
+        return any(path[:len(gone)] == gone or gone[:len(path)] == path for gone in self.dropped)
+
     def add(self, severity: Literal["error", "warning"], path: Path, message: str, *, key: bool = False) -> None:
+        if any(path[:len(gone)] == gone for gone in self.dropped):
+            return  # the value there was rejected and reported by the loader; anything more is fallout
         if self.doc is not None:
             self.findings.append(self.doc.finding(severity, path, message, key=key))
         else:
@@ -218,14 +232,16 @@ def image_problem(ref: str) -> tuple[Optional[str], Optional[str]]:
 
 
 def _rule_top_level(ctx: _Context) -> None:
-    ws = ctx.ws
-    if ws.inference is None and ws.tuning is None:
+    # A section the schema rejected was still written: it counts as given.
+    inference = ctx.ws.inference is not None or ctx.unread(("inference",))
+    tuning = ctx.ws.tuning is not None or ctx.unread(("tuning",))
+    if not inference and not tuning:
         ctx.error((), "Either Inference or Tuning must be specified, not neither: add an inference: section with a "
                       "preset (kaitoctl presets list) or a pod template")
-    elif ws.inference is not None and ws.tuning is not None:
+    elif inference and tuning:
         ctx.error(("tuning",), "Either Inference or Tuning must be specified, but not both: remove tuning: "
                                "(kaitoctl runs inference workspaces only)", key=True)
-    elif ws.tuning is not None:
+    elif tuning:
         ctx.error(("tuning",), "tuning is not supported by kaitoctl: it runs inference workspaces only; run tuning "
                                "jobs with KAITO itself", key=True)
 
@@ -337,7 +353,8 @@ def _check_selector(ctx: _Context) -> None:
         ctx.error(base, "labelSelector is required (KAITO's CRD requires it): it selects the GPU nodes to run on, "
                         "e.g. labelSelector: {matchLabels: {apps: falcon-7b}}")
         return
-    if not selector.matchLabels and not selector.matchExpressions:
+    rejected = ctx.unread(base + ("matchLabels",)) or ctx.unread(base + ("matchExpressions",))
+    if not selector.matchLabels and not selector.matchExpressions and not rejected:
         ctx.error(base, "labelSelector is empty: an empty selector matches every node in the cluster; add "
                         "matchLabels (or matchExpressions) that select your GPU nodes")
         return
@@ -375,17 +392,20 @@ def _rule_inference(ctx: _Context) -> None:
     inf = ctx.ws.inference
     if inf is None:
         return
-    if inf.preset is None and inf.template is None:
+    # A preset or template the schema rejected was still written: it counts as given.
+    preset = inf.preset is not None or ctx.unread(("inference", "preset"))
+    template = inf.template is not None or ctx.unread(("inference", "template"))
+    if not preset and not template:
         ctx.error(("inference",), "Preset or Template must be specified: add inference.preset.name (see kaitoctl "
                                   "presets list) or an inference.template pod template")
-    elif inf.preset is not None and inf.template is not None:
+    elif preset and template:
         ctx.error(("inference", "template"), "Preset and Template cannot be set at the same time: keep one of "
                                              "inference.preset and inference.template", key=True)
     if inf.preset is not None:
         _check_preset(ctx)
     if inf.template is not None:
         _check_template(ctx, inf.template)
-        if inf.preset is None and inf.adapters:
+        if not preset and inf.adapters:
             ctx.error(("inference", "adapters"), "adapters need a preset: with a custom pod template kaitoctl runs "
                                                  "your pod as written and cannot load adapters into it", key=True)
 
@@ -409,7 +429,8 @@ def _check_preset(ctx: _Context) -> None:
         return
     options = spec.presetOptions
     image = options.image if options else None
-    if preset.access == "private" and spec.accessMode != "private":
+    mode_known = not ctx.unread(base + ("accessMode",))  # a rejected accessMode reads as the default, public
+    if mode_known and preset.access == "private" and spec.accessMode != "private":
         ctx.error(base + ("accessMode",),
                   "This preset only supports private AccessMode, AccessMode must be private to continue: "
                   f"{preset.name}'s weights are not redistributable; build its image, then set accessMode: private "
@@ -420,7 +441,7 @@ def _check_preset(ctx: _Context) -> None:
                       "When AccessMode is private, an image must be provided in PresetOptions: set "
                       "presetOptions.image to the image you built (e.g. myregistry.azurecr.io/"
                       f"{preset.name}:0.0.3)")
-    elif image:
+    elif image and mode_known:
         ctx.warning(base + ("presetOptions", "image"),
                     "presetOptions.image is ignored when accessMode is public (as in KAITO): set accessMode: private "
                     "to run this image")
@@ -482,7 +503,8 @@ def _rule_adapters(ctx: _Context) -> None:
         path = base + (i,)
         source = adapter.source
         if source is None:
-            ctx.error(path, "adapter has no source: give source.name and source.image")
+            if not ctx.unread(path + ("source",)):
+                ctx.error(path, "adapter has no source: give source.name and source.image")
         else:
             _check_adapter_source(ctx, path + ("source",), source)
             name = source.name or ""
@@ -603,6 +625,8 @@ def _rule_gpu_fit(ctx: _Context) -> None:
     preset, sku, res = ctx.preset, ctx.sku, ctx.ws.resource
     if preset is None or res.count < 1:
         return
+    if ctx.unread(("resource", "instanceType")) or (preset.distributed and ctx.unread(("resource", "count"))):
+        return  # rejected, so read as its default: the arithmetic would be about another node pool
     path: Path = ("resource", "instanceType")
     if preset.distributed and preset.world_size % res.count:
         divisors = [d for d in range(1, preset.world_size + 1) if preset.world_size % d == 0]
@@ -712,16 +736,21 @@ class Report:
 
 def check_file(path: str) -> Report:
     """Load and validate every document of ``path``; collect every finding without raising."""
-    documents = load_file(path)
+    return check_documents(load_file(path), path)
+
+
+def check_documents(documents: list[LoadedDocument], path: str = STDIN_NAME) -> Report:
+    """Validate documents already loaded (e.g. by :func:`kaitoctl.loader.load_text`), as :func:`check_file` does."""
     findings: dict[int, list[Finding]] = {}
     seen: dict[tuple[str, str], int] = {}
     for doc in documents:
         found = list(doc.findings)
-        ws = doc.workspace
+        ws = doc.draft  # even when the schema rejected parts: the rules report the rest
         if ws is not None:
             found.extend(validate(ws, doc))
             key = (ws.metadata.namespace or "", ws.name)
-            if ws.name and key in seen:
+            namespace_known = not doc.dropped & {("metadata",), ("metadata", "namespace")}
+            if ws.name and namespace_known and key in seen:
                 found.append(doc.finding("error", ("metadata", "name"),
                                          f"workspace {ws.name} is defined twice in this file (documents "
                                          f"{seen[key] + 1} and {doc.index + 1}): give each a different name"))
@@ -781,6 +810,6 @@ def check_workspace(ws: Workspace, *, strict: bool = False,
 
 
 __all__ = [
-    "Finding", "LoadedDocument", "Report", "validate", "load_workspaces", "check_file", "check_workspace",
-    "raise_for", "summary", "image_problem", "print_warning",
+    "Finding", "LoadedDocument", "Report", "validate", "load_workspaces", "check_file", "check_documents",
+    "check_workspace", "raise_for", "summary", "image_problem", "print_warning",
 ]

@@ -58,7 +58,7 @@ def validate_command(
             "documents": [
                 {
                     "index": doc.index,
-                    "name": doc.workspace.name if doc.workspace else None,
+                    "name": (doc.draft.name or None) if doc.draft else None,
                     "valid": doc.workspace is not None and not [
                         f for f in report.findings[doc.index] if f.severity == "error" or strict],
                     "summary": summary(doc.workspace) if doc.workspace else None,

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from kaitoctl.loader import Finding, load_text
-from kaitoctl.validate import validate
+from kaitoctl.validate import check_documents
 
 BASE: dict[str, Any] = {
     "apiVersion": "kaito.sh/v1alpha1",
@@ -66,13 +66,8 @@ def to_yaml(data: Any) -> str:
 
 
 def findings_of_text(text: str, name: str = "ws.yaml") -> list[Finding]:
-    """Every finding (loader and rules) of every document of ``text``."""
-    out: list[Finding] = []
-    for doc in load_text(text, name):
-        out.extend(doc.findings)
-        if doc.workspace is not None:
-            out.extend(validate(doc.workspace, doc))
-    return out
+    """Every finding (loader and rules) of every document of ``text``, as ``kaitoctl validate`` reports them."""
+    return check_documents(load_text(text, name), name).all_findings
 
 
 def findings_of(data: dict[str, Any]) -> list[Finding]:

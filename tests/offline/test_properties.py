@@ -16,6 +16,7 @@ import io
 import os
 import re
 import tempfile
+from collections import Counter
 from typing import Any
 
 import yaml
@@ -23,11 +24,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from kaitoctl.cli import main
-from kaitoctl.loader import MAX_DEPTH, MAX_NODES, load_text
+from kaitoctl.loader import MAX_DEPTH, MAX_NODES, format_path, load_text
 from kaitoctl.validate import validate
 from kaitoctl.workspace import Workspace
 
-from ._support import adapter, mutate
+from ._support import adapter, findings_of_text, mutate, triples
 
 # No shrinking: inputs here are big by design and shrinking them can take minutes of the shared CI
 # budget; derandomize makes any failing example reproducible as printed.
@@ -225,3 +226,36 @@ def test_canonical_form_round_trips(changes: list) -> None:
         again = Workspace.model_validate(ws.canonical(), strict=True)
         assert again.canonical() == ws.canonical()
         assert not [f for f in validate(again) if f.severity == "error"]
+
+
+# Mappings whose model forbids unknown fields (metadata tolerates them; labels and templates are free-form).
+STRICT_MAPPINGS = [(), ("resource",), ("resource", "labelSelector"),
+                   ("resource", "labelSelector", "matchExpressions", 0), ("inference",), ("inference", "preset"),
+                   ("inference", "adapters", 0), ("inference", "adapters", 1, "source")]
+
+
+@settings(SETTINGS, max_examples=40)
+@given(st.lists(mutations, max_size=3), st.sampled_from(STRICT_MAPPINGS))
+def test_a_misspelt_field_hides_no_other_problem(changes: list, where: tuple) -> None:
+    """However broken the rest is, adding an unknown field adds its own error and changes nothing else."""
+    doc: Any = FULL
+    for path, action, value in changes:
+        try:
+            doc = _apply(doc, path, action, value)
+        except (KeyError, IndexError, TypeError):
+            continue
+    with_typo = copy.deepcopy(doc)
+    target: Any = with_typo
+    for part in where:
+        try:
+            target = target[part]
+        except (KeyError, IndexError, TypeError):
+            return  # the mutations removed or retyped this mapping
+    if not isinstance(target, dict):
+        return
+    target["zzz-typo"] = "x"
+    before = triples(findings_of_text(_dump(doc).decode("utf-8")))
+    after = triples(findings_of_text(_dump(with_typo).decode("utf-8")))
+    typo_path = format_path(where + ("zzz-typo",))
+    assert Counter(before) == Counter(t for t in after if t[1] != typo_path)
+    assert len(set(after)) == len(after), "a problem is reported twice"
