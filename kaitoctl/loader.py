@@ -92,7 +92,9 @@ def show_value(value: Any, limit: int = 60, *, quote: bool = True) -> str:
 class Finding:
     """One problem in a Workspace file: where it is, and what to do about it."""
 
-    severity: Literal["error", "warning"]
+    # "note": a remark that never fails a command, not even with --strict (KAITO portability);
+    # shown by `kaitoctl validate` only, so that apply and adapters update stay quiet.
+    severity: Literal["error", "warning", "note"]
     path: str             # field path, e.g. "inference.adapters[1].strength" ("" for the document)
     message: str          # what is wrong and how to fix it
     file: str             # as given on the command line ("-" → "<stdin>")
@@ -106,7 +108,7 @@ class Finding:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        kind = "warning: " if self.severity == "warning" else ""
+        kind = "" if self.severity == "error" else f"{self.severity}: "
         field_path = f"{self.path}: " if self.path else ""
         return f"{where}: {kind}{field_path}{self.message}"
 
@@ -163,7 +165,7 @@ class LoadedDocument:
             return self.positions[()]
         return self.start if self.start else (None, None)
 
-    def finding(self, severity: Literal["error", "warning"], path: Path, message: str, *, key: bool = False) -> Finding:
+    def finding(self, severity: Literal["error", "warning", "note"], path: Path, message: str, *, key: bool = False) -> Finding:
         """A finding at ``path`` of this document, positioned from the YAML."""
         line, column = self.locate(path, key=key)
         return Finding(severity, format_path(path), message, self.file, line, column)

@@ -84,7 +84,7 @@ class _Context:
         """
         return any(path[:len(gone)] == gone or gone[:len(path)] == path for gone in self.dropped)
 
-    def add(self, severity: Literal["error", "warning"], path: Path, message: str, *, key: bool = False) -> None:
+    def add(self, severity: Literal["error", "warning", "note"], path: Path, message: str, *, key: bool = False) -> None:
         if any(path[:len(gone)] == gone for gone in self.dropped):
             return  # the value there was rejected and reported by the loader; anything more is fallout
         if self.doc is not None:
@@ -98,6 +98,10 @@ class _Context:
 
     def warning(self, path: Path, message: str, *, key: bool = False) -> None:
         self.add("warning", path, message, key=key)
+
+    def note(self, path: Path, message: str, *, key: bool = False) -> None:
+        """A remark that never fails: what would not carry over to KAITO itself."""
+        self.add("note", path, message, key=key)
 
     def raw_at(self, path: Path) -> tuple[bool, Any]:
         """(written?, value) for ``path`` in the data as the user wrote it."""
@@ -382,7 +386,7 @@ def _check_selector(ctx: _Context) -> None:
                 ctx.error(path + ("values", j), f"invalid value {show_value(value)}: {problem}")
         well_formed = bool(values) == (expr.operator in ("In", "NotIn"))
         if well_formed and not (expr.operator == "In" and len(values) == 1):
-            ctx.warning(path, f"matchExpressions with operator {expr.operator}"
+            ctx.note(path, f"matchExpressions with operator {expr.operator}"
                               f"{f' and {len(values)} values' if expr.operator == 'In' else ''} is honoured by "
                               "kaitoctl (node affinity and preflight), but KAITO's webhook rejects it (\"Only allow "
                               "matchLabels or 'IN' matchExpression\" with one value): not portable to KAITO")
@@ -520,8 +524,8 @@ def _rule_adapters(ctx: _Context) -> None:
     if scaled:
         # One warning per workspace, not one per adapter: it is the same portability concern.
         others = [_bare(name) for _, name in scaled[1:]]
-        ctx.warning(base + (scaled[0][0], "strength"),
-                    "strength is not portable to KAITO's vLLM runtime (it rejects adapter strength; KAITO's "
+        ctx.note(base + (scaled[0][0], "strength"),
+                 "strength is not portable to KAITO's vLLM runtime (it rejects adapter strength; KAITO's "
                     "transformers runtime and kaitoctl honour it)"
                     + (f"; also set on adapter{'s' if len(others) > 1 else ''} {', '.join(others)}" if others else ""))
 
@@ -727,11 +731,16 @@ class Report:
         return [f for doc in self.documents for f in self.findings[doc.index]]
 
     def failing(self, strict: bool) -> list[Finding]:
-        return [f for f in self.all_findings if f.severity == "error" or strict]
+        return [f for f in self.all_findings if fails(f, strict)]
 
     @property
     def workspaces(self) -> list[Workspace]:
         return [d.workspace for d in self.documents if d.workspace is not None]
+
+
+def fails(finding: Finding, strict: bool) -> bool:
+    """Errors always fail; warnings with --strict; notes never."""
+    return finding.severity == "error" or (strict and finding.severity == "warning")
 
 
 def check_file(path: str) -> Report:
@@ -793,7 +802,8 @@ def load_workspaces(path: str, *, strict: bool = False,
     report = check_file(path)
     raise_for(report, strict=strict)
     for finding in report.all_findings:
-        warn(finding)
+        if finding.severity == "warning":
+            warn(finding)
     return report.workspaces
 
 
@@ -801,15 +811,16 @@ def check_workspace(ws: Workspace, *, strict: bool = False,
                     warn: Callable[[Finding], None] = print_warning) -> None:
     """Validate a Workspace built in code (e.g. after ``adapters update`` edits one); raise like load_workspaces."""
     findings = validate(ws)
-    failing = [f for f in findings if f.severity == "error" or strict]
+    failing = [f for f in findings if fails(f, strict)]
     if failing:
         raise InvalidWorkspace(f"workspace {ws.name or '<unnamed>'} is not valid",
                                details=[f.format() for f in failing])
     for finding in findings:
-        warn(finding)
+        if finding.severity == "warning":
+            warn(finding)
 
 
 __all__ = [
     "Finding", "LoadedDocument", "Report", "validate", "load_workspaces", "check_file", "check_documents",
-    "check_workspace", "raise_for", "summary", "image_problem", "print_warning",
+    "check_workspace", "raise_for", "fails", "summary", "image_problem", "print_warning",
 ]

@@ -39,7 +39,7 @@ def validate_command(
     With --strict, warnings fail too.
     """
     from kaitoctl.output import emit, stderr_console, stdout_console
-    from kaitoctl.validate import check_file, raise_for, summary
+    from kaitoctl.validate import check_file, fails, raise_for, summary
 
     report = check_file(filename)
     failing = report.failing(strict)
@@ -60,7 +60,7 @@ def validate_command(
                     "index": doc.index,
                     "name": (doc.draft.name or None) if doc.draft else None,
                     "valid": doc.workspace is not None and not [
-                        f for f in report.findings[doc.index] if f.severity == "error" or strict],
+                        f for f in report.findings[doc.index] if fails(f, strict)],
                     "summary": summary(doc.workspace) if doc.workspace else None,
                     "findings": [f.to_dict() for f in report.findings[doc.index]],
                 }

@@ -67,22 +67,36 @@ def test_valid_file_prints_one_summary_line(ws_file, capsys) -> None:
     assert out == "workspace/ws-falcon valid: preset falcon-7b, 1 × Standard_NC12s_v3, 2 adapters\n"
 
 
-def test_warnings_go_to_stderr_and_do_not_fail(ws_file, capsys) -> None:
+def test_notes_go_to_stderr_and_do_not_fail(ws_file, capsys) -> None:
     path = ws_file(BASE_TEXT + ADAPTER_TEXT.format(strength="0.5"))
     code, out, err = run(["validate", "-f", path], capsys)
     assert code == 0 and out.startswith("workspace/ws-falcon valid")
-    assert err == (f"kaitoctl: {path}:18:15: warning: inference.adapters[0].strength: strength is not portable to "
+    assert err == (f"kaitoctl: {path}:18:15: note: inference.adapters[0].strength: strength is not portable to "
                    "KAITO's vLLM runtime (it rejects adapter strength; KAITO's transformers runtime and kaitoctl "
                    "honour it)\n")
 
 
 def test_strict_makes_warnings_fail(ws_file, capsys) -> None:
-    path = ws_file(mutate({"inference.adapters": [adapter("a", strength="0.5")]}))
+    path = ws_file(mutate({"inference.adapters": [adapter("a", strength=1)]}))  # a YAML number: a warning
     code, out, err = run(["validate", "-f", path, "--strict"], capsys)
     assert code == 3 and out == ""
     assert err.splitlines()[0] == (f"kaitoctl: error: {path} is not a valid Workspace file: 1 warning (--strict "
                                    "makes warnings fail)")
-    assert "warning: inference.adapters[0].strength" in err
+    assert "warning: inference.adapters[0].strength: strength is written as a YAML number" in err
+
+
+def test_strict_does_not_fail_on_portability_notes(ws_file, capsys) -> None:
+    path = ws_file(mutate({"inference.adapters": [adapter("a", strength="0.5")]}))
+    code, out, err = run(["validate", "-f", path, "--strict"], capsys)
+    assert code == 0 and out.startswith("workspace/ws-falcon valid")
+    assert "note: inference.adapters[0].strength: strength is not portable" in err
+
+
+def test_render_does_not_repeat_portability_notes(ws_file, capsys) -> None:
+    path = ws_file(mutate({"inference.adapters": [adapter("a", strength="0.5")]}))
+    code, out, err = run(["render", "-f", path], capsys)
+    assert code == 0 and "kind: Deployment" in out
+    assert "not portable" not in err
 
 
 def test_invalid_file_exits_3_with_every_problem_of_every_document(ws_file, capsys) -> None:

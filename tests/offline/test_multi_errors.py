@@ -153,7 +153,7 @@ MIXED = [
         {"key": "gpu", "operator": "Inn", "values": ["v100"]}, {"key": "Bad Key", "operator": "Exists"}]}}, [
         ("error", "resource.labelSelector.matchExpressions[0].operator",
          'must be one of In, NotIn, Exists, DoesNotExist; found a string ("Inn") (did you mean In?)'),
-        ("warning", "resource.labelSelector.matchExpressions[1]",
+        ("note", "resource.labelSelector.matchExpressions[1]",
          "matchExpressions with operator Exists is honoured by kaitoctl (node affinity and preflight), but KAITO's "
          "webhook rejects it (\"Only allow matchLabels or 'IN' matchExpression\" with one value): not portable to "
          "KAITO"),

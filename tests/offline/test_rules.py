@@ -194,16 +194,16 @@ REJECTED = [
          'must be one of In, NotIn, Exists, DoesNotExist; found a string ("in") (did you mean In?)')]),
     ("exists-is-honoured-but-not-portable", {"resource.labelSelector.matchExpressions": [
         {"key": "gpu", "operator": "Exists"}]}, [
-        ("warning", "resource.labelSelector.matchExpressions[0]", _expr_warning("Exists"))]),
+        ("note", "resource.labelSelector.matchExpressions[0]", _expr_warning("Exists"))]),
     ("doesnotexist-is-honoured-but-not-portable", {"resource.labelSelector.matchExpressions": [
         {"key": "spot", "operator": "DoesNotExist"}]}, [
-        ("warning", "resource.labelSelector.matchExpressions[0]", _expr_warning("DoesNotExist"))]),
+        ("note", "resource.labelSelector.matchExpressions[0]", _expr_warning("DoesNotExist"))]),
     ("notin-is-honoured-but-not-portable", {"resource.labelSelector.matchExpressions": [
         {"key": "gpu", "operator": "NotIn", "values": ["k80"]}]}, [
-        ("warning", "resource.labelSelector.matchExpressions[0]", _expr_warning("NotIn"))]),
+        ("note", "resource.labelSelector.matchExpressions[0]", _expr_warning("NotIn"))]),
     ("in-with-two-values-not-portable", {"resource.labelSelector.matchExpressions": [
         {"key": "gpu", "operator": "In", "values": ["a", "b"]}]}, [
-        ("warning", "resource.labelSelector.matchExpressions[0]", _expr_warning("In", " and 2 values"))]),
+        ("note", "resource.labelSelector.matchExpressions[0]", _expr_warning("In", " and 2 values"))]),
     ("preferred-nodes-checked", {"resource.preferredNodes": ["node-1", "Node_2", "node-1"]}, [
         ("error", "resource.preferredNodes[1]",
          "\"Node_2\" is not a valid node name (a DNS subdomain: lower-case letters, digits, '-' and '.')"),
@@ -348,12 +348,12 @@ REJECTED = [
     ("strength-yaml-number", {"inference.adapters": [adapter(strength=0.5)]}, [
         ("warning", "inference.adapters[0].strength",
          "strength is written as a YAML number; KAITO's CRD types it as a string: write strength: \"0.5\""),
-        ("warning", "inference.adapters[0].strength", NOT_PORTABLE)]),
+        ("note", "inference.adapters[0].strength", NOT_PORTABLE)]),
     ("strength-yaml-integer-one", {"inference.adapters": [adapter(strength=1)]}, [
         ("warning", "inference.adapters[0].strength",
          "strength is written as a YAML number; KAITO's CRD types it as a string: write strength: \"1\"")]),
     ("strength-below-one-not-portable", {"inference.adapters": [adapter(strength="1e-1")]}, [
-        ("warning", "inference.adapters[0].strength", NOT_PORTABLE)]),
+        ("note", "inference.adapters[0].strength", NOT_PORTABLE)]),
 ]
 
 
@@ -374,11 +374,11 @@ def test_every_adapter_problem_is_reported_at_once() -> None:
     ]
 
 
-def test_strength_portability_is_one_warning_per_workspace() -> None:
+def test_strength_portability_is_one_note_per_workspace() -> None:
     data = mutate({"inference.adapters": [adapter("a", strength="1.0"), adapter("b", strength="0.2"),
                                           adapter("c", strength="0.5"), adapter("d", strength="0")]})
     assert triples(findings_of(data)) == [
-        ("warning", "inference.adapters[1].strength", NOT_PORTABLE + "; also set on adapters c, d")]
+        ("note", "inference.adapters[1].strength", NOT_PORTABLE + "; also set on adapters c, d")]
 
 
 @pytest.mark.parametrize("strength", ["0", "1", "1.0", "0.25", "+0.5", "1.", ".5", "-0", "5e-1", "1E0"])
