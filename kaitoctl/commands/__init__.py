@@ -38,6 +38,7 @@ COMMAND_MODULES: dict[str, str] = {
     "history": "adapters",
     "rollback": "adapters",
     "serve": "serve",
+    "demo": "serve",
 }
 
 

@@ -79,6 +79,8 @@ def load_served_model(config: ServerConfig) -> ServedModel:
     # exactly, so the only rounding is the final cast of W + delta.
     load_dtype = serving if (not active or stored == serving) else torch.float32
 
+    # Progress for whoever watches the start (pod log, `kaitoctl serve`): a big model takes minutes here.
+    log.info("loading the model from %s on the CPU as %s", model_dir, str(load_dtype).replace("torch.", ""))
     started = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(
@@ -103,11 +105,15 @@ def load_served_model(config: ServerConfig) -> ServedModel:
         load_adapter(ref, model, allow_pickled=config.allow_pickled_adapters, served_model_names=served_names)
         for ref in refs
     ]
+    if active:
+        log.info("merging %d adapter(s) into the base weights in float32: %s", len(active),
+                 ", ".join(f"{ref.name} (strength {ref.strength:g})" for ref in active))
     report = merge_adapters(model, adapters)
     warnings = [w for adapter in adapters for w in adapter.warnings]
     for warning in warnings:
         log.warning(warning)
 
+    log.info("moving the model to %s as %s", device, str(serving).replace("torch.", ""))
     started = time.perf_counter()
     if model.dtype != serving:
         model.to(serving)

@@ -31,8 +31,9 @@ def check_port_free(host: str, port: int) -> None:
             raise StartupError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
-def serve_forever(app: Any, host: str, port: int, *, on_ready: Optional[Callable[[str], None]] = None) -> None:
-    """Serve ``app`` on ``host:port`` until Ctrl-C or SIGTERM, then stop cleanly."""
+def serve_forever(app: Any, host: str, port: int, *, on_ready: Optional[Callable[[str], None]] = None,
+                  stop_event: Optional[threading.Event] = None) -> None:
+    """Serve ``app`` on ``host:port`` until Ctrl-C, SIGTERM or ``stop_event`` is set, then stop cleanly."""
     from werkzeug.serving import make_server
 
     check_port_free(host, port)
@@ -49,6 +50,8 @@ def serve_forever(app: Any, host: str, port: int, *, on_ready: Optional[Callable
             threading.Thread(target=server.shutdown, daemon=True).start()
 
     previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    if stop_event is not None:  # `kaitoctl demo` stops its own server once its requests are answered
+        threading.Thread(target=lambda: (stop_event.wait(), stop(0, None)), daemon=True).start()
     try:
         if on_ready is not None:
             on_ready(f"http://{host}:{server.port}")
@@ -61,11 +64,13 @@ def serve_forever(app: Any, host: str, port: int, *, on_ready: Optional[Callable
             signal.signal(signal.SIGTERM, previous)
 
 
-def run(config: Any, *, on_ready: Optional[Callable[[Any, str], None]] = None) -> None:
+def run(config: Any, *, on_ready: Optional[Callable[[Any, str], None]] = None,
+        stop_event: Optional[threading.Event] = None) -> None:
     """Load the model with the pods' start-up path, then serve it here until stopped.
 
     ``on_ready(served, url)`` is called once the model is merged and the port
-    is open. Raises ``StartupError`` (bad model, adapter or port) before serving.
+    is open; setting ``stop_event`` stops the server as SIGTERM would. Raises
+    ``StartupError`` (bad model, adapter or port) before serving.
     """
     from .app import create_app
     from .loader import load_served_model
@@ -77,4 +82,5 @@ def run(config: Any, *, on_ready: Optional[Callable[[Any, str], None]] = None) -
     check_port_free(host, int(port))
     served = load_served_model(config)
     app = create_app(config, served=served)
-    serve_forever(app, host, int(port), on_ready=None if on_ready is None else (lambda url: on_ready(served, url)))
+    serve_forever(app, host, int(port), on_ready=None if on_ready is None else (lambda url: on_ready(served, url)),
+                  stop_event=stop_event)
