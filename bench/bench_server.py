@@ -17,7 +17,7 @@ Generation is greedy with a fixed number of new tokens (min_new_tokens), runs
 are interleaved and the median is kept, so that background load hits all
 variants alike. Run:
 
-    /work/venv/bin/python bench/bench_server.py [--new-tokens 64] [--repeats 5]
+    .venv/bin/python bench/bench_server.py [--new-tokens 64] [--repeats 5]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Runs against the test cluster (tests/kubesim) in one process, side by side:
 2. The delay between the last pod of a workspace turning Ready (as the simulated kubelet
    records it) and `kaitoctl apply` returning, for 1 and 3 replicas.
 
-    /work/venv/bin/python bench/bench_status.py [--repeat 3]
+    .venv/bin/python bench/bench_status.py [--repeat 3]
 
 Numbers depend on the machine; compare the rows of one run, not runs on different machines.
 """

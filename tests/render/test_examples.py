@@ -2,7 +2,7 @@
 
 Regenerate the goldens after an intended change with
 
-    KAITOCTL_UPDATE_GOLDEN=1 /work/venv/bin/pytest -q tests/render/test_examples.py
+    KAITOCTL_UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/render/test_examples.py
 
 and review the diff line by line before committing it.
 """
