@@ -183,8 +183,8 @@ def plan_workspace(ws: "Workspace", *, model: Optional[str], adapter_dirs: dict[
         raise ServeError(
             f"workspace/{ws.name} names {count} thing{'s' if count != 1 else ''} not found on this machine",
             details=missing,
-            hint="copy an adapter out of its image with: docker create --name x IMAGE true && "
-                 "docker cp x:/data DIR && docker rm x",
+            hint=("copy an adapter out of its image with: docker create --name x IMAGE true && "
+                  "docker cp x:/data DIR && docker rm x") if any(m.startswith("adapter ") for m in missing) else None,
         )
     secret = (ws.metadata.annotations or {}).get(API_KEY_ANNOTATION)
     if secret:
