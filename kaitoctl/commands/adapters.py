@@ -8,14 +8,14 @@ preflight, surge or an explained refusal, rollout watch, history, rollback.
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from kaitoctl.commands._options import ContextOption, KubeconfigOption, NamespaceOption, OptionalFileOption
-from kaitoctl.commands.cluster import (WAIT_CONTEXT, ConsoleUI, NoWaitOption, TimeoutOption, connect,
-                                       name_and_wait, parse_duration, run_interruptible)
+from kaitoctl.commands.cluster import (WAIT_CONTEXT, AllowDowntimeOption, ConsoleUI, ForceConflictsOption,
+                                       NoRollbackOption, NoWaitOption, ReportFormat, ReportOutputOption,
+                                       TimeoutOption, connect, name_and_wait, parse_duration, run_interruptible)
 from kaitoctl.errors import NotFound, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -32,18 +32,6 @@ adapters_app = typer.Typer(
 NameArgument = Annotated[str, typer.Argument(help="The workspace.")]
 # Commands that also take --wait[=BOOL] parse NAME leniently (see kaitoctl.commands.cluster.name_and_wait).
 OptionalNameArgument = Annotated[Optional[str], typer.Argument(help="The workspace.", show_default=False)]
-AllowDowntimeOption = Annotated[bool, typer.Option("--allow-downtime", help="Allow an update that must stop the "
-                                                   "serving pod first (Recreate) when no second pod's GPUs fit.")]
-NoRollbackOption = Annotated[bool, typer.Option("--no-rollback", help="Leave a failed update in place for "
-                                                "inspection instead of rolling back.")]
-ForceConflictsOption = Annotated[bool, typer.Option("--force-conflicts", help="Take over fields another field "
-                                                    "manager owns.")]
-
-
-class ListFormat(str, Enum):
-    table = "table"
-    json = "json"
-    yaml = "yaml"
 
 
 def _name_and_wait(ctx: typer.Context, name: Optional[str], no_wait: bool) -> tuple[str, bool]:
@@ -75,7 +63,7 @@ def list_command(
     namespace: NamespaceOption = None,
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
-    output: Annotated[ListFormat, typer.Option("-o", "--output", help="table, json or yaml.")] = ListFormat.table,
+    output: ReportOutputOption = ReportFormat.table,
 ) -> None:
     """The adapters deployed now (from the cluster): image, strength, pull secret, and the pods serving them."""
     from rich.table import Table
@@ -87,7 +75,7 @@ def list_command(
     ns = namespace or kube.namespace
     recorded, view = _recorded(kube, name, ns)
     rows = deployed_adapters(recorded, view.pods)
-    if output is not ListFormat.table:
+    if output is not ReportFormat.table:
         emit(rows, output.value)
         return
     if not rows:
@@ -235,7 +223,7 @@ def history_command(
     namespace: NamespaceOption = None,
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
-    output: Annotated[ListFormat, typer.Option("-o", "--output", help="table, json or yaml.")] = ListFormat.table,
+    output: ReportOutputOption = ReportFormat.table,
 ) -> None:
     """The revisions of a workspace (the last 10): when, what changed in adapters and strengths, how it went."""
     from rich.table import Table
@@ -245,7 +233,7 @@ def history_command(
     kube = connect(kubeconfig, context, namespace)
     ns = namespace or kube.namespace
     history, current = _history(kube, name, ns)
-    if output is not ListFormat.table:
+    if output is not ReportFormat.table:
         emit([{**r.to_dict(), "current": r.revision == current} for r in reversed(history.revisions)],
              output.value)
         return

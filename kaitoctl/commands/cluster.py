@@ -61,6 +61,19 @@ TimeoutOption = Annotated[
 NoWaitOption = Annotated[
     bool, typer.Option("--no-wait", help="Do not wait (same as --wait=false).", show_default=False)
 ]
+AllowDowntimeOption = Annotated[
+    bool, typer.Option("--allow-downtime", help="Allow an update that must stop the serving pod first (Recreate) "
+                       "when no second pod's GPUs fit.")
+]
+NoRollbackOption = Annotated[
+    bool, typer.Option("--no-rollback", help="Leave a failed update in place for inspection instead of rolling back.")
+]
+ForceConflictsOption = Annotated[
+    bool, typer.Option("--force-conflicts", help="Take over fields another field manager owns (server-side apply "
+                       "conflicts).")
+]
+ReportOutputOption = Annotated[ReportFormat, typer.Option("-o", "--output", help="table, json or yaml.")]
+ValidationStrictOption = Annotated[bool, typer.Option("--strict", help="Treat validation warnings as errors.")]
 
 
 def parse_duration(text: str) -> float:
@@ -206,24 +219,20 @@ def apply_command(
     dry_run: Annotated[DryRun, typer.Option("--dry-run", help="client: render + preflight, send nothing; "
                                             "server: the API server validates everything, stores nothing.")]
     = DryRun.none,
-    force_conflicts: Annotated[bool, typer.Option("--force-conflicts", help="Take over fields another field "
-                                                  "manager owns (server-side apply conflicts).")] = False,
+    force_conflicts: ForceConflictsOption = False,
     skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="Do not check nodes, GPUs and pull "
                                                  "secrets first (the strategy then comes from the catalog).")]
     = False,
     no_wait: NoWaitOption = False,
     timeout: TimeoutOption = "15m",
-    allow_downtime: Annotated[bool, typer.Option("--allow-downtime", help="Allow an update that must stop the "
-                                                 "serving pod first (Recreate) when no second pod's GPUs fit.")]
-    = False,
-    no_rollback: Annotated[bool, typer.Option("--no-rollback", help="Leave a failed update in place for "
-                                              "inspection instead of rolling back.")] = False,
+    allow_downtime: AllowDowntimeOption = False,
+    no_rollback: NoRollbackOption = False,
     output: Annotated[Optional[ObjectsFormat], typer.Option("-o", "--output", help="Also print the objects "
                                                              "(as sent, or as the server returned them).")] = None,
     registry: Annotated[Optional[str], typer.Option("--registry", help="Registry of the public preset images "
                                                     "(default: $KAITOCTL_PRESET_REGISTRY, else ghcr.io/kaitoctl).")]
     = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Treat validation warnings as errors.")] = False,
+    strict: ValidationStrictOption = False,
 ) -> None:
     """Validate, preflight, server-side apply and watch the rollout of each Workspace in FILE.
 
@@ -267,8 +276,8 @@ def preflight_command(
     namespace: NamespaceOption = None,
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
-    output: Annotated[ReportFormat, typer.Option("-o", "--output", help="table, json or yaml.")] = ReportFormat.table,
-    strict: Annotated[bool, typer.Option("--strict", help="Treat validation warnings as errors.")] = False,
+    output: ReportOutputOption = ReportFormat.table,
+    strict: ValidationStrictOption = False,
 ) -> None:
     """Check, without writing anything, that the cluster can run each Workspace in FILE.
 
