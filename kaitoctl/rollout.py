@@ -229,15 +229,10 @@ def diagnose_pod(pod: dict[str, Any], events: list[dict[str, Any]],
         adapter = _adapter_for(container, adapters)
         what = f"adapter {adapter['name']!r} (init container {cname})" if adapter else f"init container {cname}"
         waiting = (cs.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in PULL_ERRORS:
-            image = container.get("image") or cs.get("image", "")
-            return Failure(waiting["reason"],
-                           f"{what}: image {image} cannot be pulled ({waiting['reason']})",
-                           details=_nonempty([waiting.get("message"), _pull_secret_line(pod, adapter)]
-                                             + _event_lines(warnings, "Failed")),
-                           hint="check the image name and tag, and that the pull secret can read it")
-        if waiting.get("reason") in CONFIG_ERRORS:
-            return Failure(waiting["reason"], f"{what} cannot start: {waiting.get('message', waiting['reason'])}")
+        stuck = _waiting_failure(pod, what, container.get("image") or cs.get("image", ""), waiting, adapter, warnings,
+                                 pull_hint="check the image name and tag, and that the pull secret can read it")
+        if stuck is not None:
+            return stuck
         terminated = (cs.get("state") or {}).get("terminated")
         last = (cs.get("lastState") or {}).get("terminated")
         failed = terminated if terminated and terminated.get("exitCode", 0) != 0 else None
@@ -259,16 +254,11 @@ def diagnose_pod(pod: dict[str, Any], events: list[dict[str, Any]],
         waiting = state.get("waiting") or {}
         last = (cs.get("lastState") or {}).get("terminated") or {}
         current = state.get("terminated") or {}
-        if waiting.get("reason") in PULL_ERRORS:
-            image = container.get("image") or cs.get("image", "")
-            return Failure(waiting["reason"],
-                           f"container {cname}: image {image} cannot be pulled ({waiting['reason']})",
-                           details=_nonempty([waiting.get("message"), _pull_secret_line(pod, None)]
-                                             + _event_lines(warnings, "Failed")),
-                           hint="check the image name and tag (KAITOCTL_PRESET_REGISTRY), and the pull secret")
-        if waiting.get("reason") in CONFIG_ERRORS:
-            return Failure(waiting["reason"], f"container {cname} cannot start: "
-                           f"{waiting.get('message', waiting['reason'])}")
+        stuck = _waiting_failure(pod, f"container {cname}", container.get("image") or cs.get("image", ""), waiting,
+                                 None, warnings, pull_hint="check the image name and tag (KAITOCTL_PRESET_REGISTRY), "
+                                                           "and the pull secret")
+        if stuck is not None:
+            return stuck
         oom = current if current.get("reason") == "OOMKilled" else last if last.get("reason") == "OOMKilled" else None
         if oom is not None:
             return Failure("OOMKilled",
@@ -285,6 +275,21 @@ def diagnose_pod(pod: dict[str, Any], events: list[dict[str, Any]],
                            details=_nonempty([last.get("message")]),
                            hint="the log tail above shows why the server exits",
                            log=(name, cname, True))
+    return None
+
+
+def _waiting_failure(pod: dict[str, Any], what: str, image: str, waiting: dict[str, Any],
+                     adapter: Optional[dict[str, Any]], warnings: list[dict[str, Any]], *,
+                     pull_hint: str) -> Optional[Failure]:
+    """A container (init or main) waiting on what will not heal by itself: an image pull, or its config."""
+    reason = waiting.get("reason")
+    if reason in PULL_ERRORS:
+        return Failure(reason, f"{what}: image {image} cannot be pulled ({reason})",
+                       details=_nonempty([waiting.get("message"), _pull_secret_line(pod, adapter)]
+                                         + _event_lines(warnings, "Failed")),
+                       hint=pull_hint)
+    if reason in CONFIG_ERRORS:
+        return Failure(reason, f"{what} cannot start: {waiting.get('message', reason)}")
     return None
 
 
@@ -407,7 +412,7 @@ def watch(kube: Any, kind: str, name: str, namespace: str, *, timeout_s: float,
     and calls ``on_progress`` when the message or a pod line changes.
     KeyboardInterrupt propagates (the informers are stopped first).
     """
-    from kaitoctl.errors import RolloutFailed, RolloutTimeout
+    from kaitoctl.errors import RolloutFailed
     from kaitoctl.kube import Informer, is_forbidden
 
     informers = [
@@ -444,7 +449,7 @@ def watch(kube: Any, kind: str, name: str, namespace: str, *, timeout_s: float,
         while True:
             now = time.monotonic()
             if now - started > timeout_s:
-                raise _timeout_error(RolloutTimeout, kind, name, namespace, timeout_s, status, cache)
+                raise _timeout_error(kind, name, namespace, timeout_s, status, cache)
             try:
                 what, payload = events.get(timeout=tick_s)
             except queue.Empty:
@@ -506,17 +511,19 @@ def _log_tail(kube: Any, namespace: str, pod: str, container: str, previous: boo
     return [f"last {len(lines)} line(s) of {pod}/{container} ({which}):"] + [f"  | {line}" for line in lines]
 
 
-def _timeout_error(cls: Any, kind: str, name: str, namespace: str, timeout_s: float,
+def _timeout_error(kind: str, name: str, namespace: str, timeout_s: float,
                    status: Optional[RolloutStatus], cache: dict[str, dict[str, dict[str, Any]]]) -> Exception:
+    from kaitoctl.errors import RolloutTimeout
+
     details = list(status.pods) if status else []
     warnings = sorted((e for e in cache["Event"].values() if e.get("type") == "Warning"
                        and ((e.get("involvedObject") or {}).get("name") or "").startswith(name)), key=event_time)
     details += [f"event {e.get('reason')}: {e.get('message', '')}" for e in warnings[-5:]]
     last = status.message if status else "waiting for the first status"
-    return cls(f"timed out after {_duration(timeout_s)} waiting for {kind.lower()} {namespace}/{name}: {last}",
-               details=details,
-               hint=f"everything applied stays in place; `kaitoctl status {name} -n {namespace}` shows why, "
-                    f"`kaitoctl status {name} -n {namespace} --watch` keeps waiting")
+    return RolloutTimeout(f"timed out after {_duration(timeout_s)} waiting for {kind.lower()} {namespace}/{name}: "
+                          f"{last}", details=details,
+                          hint=f"everything applied stays in place; `kaitoctl status {name} -n {namespace}` shows "
+                               f"why, `kaitoctl status {name} -n {namespace} --watch` keeps waiting")
 
 
 def _gone_error(kind: str, name: str, namespace: str) -> Exception:
