@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from kaitoctl.history import WORKSPACE_LABEL
 from kaitoctl.plan import GPU_RESOURCE, Plan
 from kaitoctl.workspace import Workspace
 
-WORKSPACE_LABEL = "kaito.sh/workspace"
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 TERMINATED_PHASES = ("Succeeded", "Failed")
 

@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any, Optional
 
 from kaitoctl.errors import InvalidWorkspace
+from kaitoctl.history import ANNOTATION_WORKSPACE, MANAGED_BY, MANAGED_BY_LABEL, WORKSPACE_LABEL, canonical_json
 from kaitoctl.plan import GPU_RESOURCE, Plan, default_plan
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -26,8 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 # --- names and numbers other parts rely on -----------------------------------------------------
 
-WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_ANNOTATION = "kaitoctl.io/workspace"          # the Workspace's canonical JSON, on the workload
 API_KEY_SECRET_ANNOTATION = "kaitoctl.io/api-key-secret"
 API_KEY_SECRET_KEY = "api-key"
 ENABLE_LB_ANNOTATION = "kaito.sh/enablelb"              # value exactly "True" -> LoadBalancer, as KAITO
@@ -112,15 +111,10 @@ def workspace_labels(ws: "Workspace") -> dict[str, str]:
     return {
         "app.kubernetes.io/component": "inference",
         "app.kubernetes.io/instance": ws.name,
-        "app.kubernetes.io/managed-by": "kaitoctl",
+        MANAGED_BY_LABEL: MANAGED_BY,
         "app.kubernetes.io/name": "kaito-workspace",
         WORKSPACE_LABEL: ws.name,
     }
-
-
-def canonical_json(ws: "Workspace") -> str:
-    """The Workspace as recorded on the workload: canonical, sorted, compact JSON."""
-    return json.dumps(ws.canonical(), sort_keys=True, separators=(",", ":"))
 
 
 def image_pull_policy(image: str) -> str:
@@ -233,7 +227,7 @@ def _deployment(ws: "Workspace", plan: Plan, pod_template: dict[str, Any], readi
         "strategy": strategy,
         "template": pod_template,
     }
-    meta = _metadata(ws, ws.name, {WORKSPACE_ANNOTATION: canonical_json(ws)})
+    meta = _metadata(ws, ws.name, {ANNOTATION_WORKSPACE: canonical_json(ws.canonical())})
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
 
 
@@ -565,7 +559,7 @@ def _statefulset(ws: "Workspace", pod_template: dict[str, Any]) -> dict[str, Any
         "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
         "template": pod_template,
     }
-    meta = _metadata(ws, ws.name, {WORKSPACE_ANNOTATION: canonical_json(ws)})
+    meta = _metadata(ws, ws.name, {ANNOTATION_WORKSPACE: canonical_json(ws.canonical())})
     return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": spec}
 
 
