@@ -49,31 +49,6 @@ class ApplyUI(Protocol):
     def progress(self, status: RolloutStatus, elapsed: float) -> None: ...
 
 
-class SilentUI:
-    """An :class:`ApplyUI` that records instead of printing (tests, benchmarks)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def step(self, text: str) -> None:
-        self.lines.append(text)
-
-    def warn(self, text: str) -> None:
-        self.lines.append("warning: " + text)
-
-    def preflight(self, report: PreflightReport) -> None:
-        self.lines.append(f"preflight ok={report.ok}")
-
-    def result(self, text: str) -> None:
-        self.lines.append(text)
-
-    def objects(self, objs: list[dict[str, Any]]) -> None:
-        self.lines.append(f"{len(objs)} objects")
-
-    def progress(self, status: RolloutStatus, elapsed: float) -> None:
-        self.lines.append(status.message)
-
-
 @dataclass
 class ApplyOptions:
     """The flags of ``kaitoctl apply`` (and of the commands that re-apply: adapters update, rollback)."""
