@@ -13,17 +13,18 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional, Type, TypeVar
+from contextlib import closing
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Type, TypeVar
 
 from flask import current_app, request
 from pydantic import BaseModel, ValidationError
 
 from .config import ServerConfig
+from .engine import Finished, GenerationFailed, Piece
 from .errors import StartupError
 from .metrics import ServerMetrics
 
 if TYPE_CHECKING:
-    from .engine import Finished
     from .loader import ServedModel
 
 log = logging.getLogger("kaitoctl_server")
@@ -204,12 +205,35 @@ def generation_config(served: "ServedModel", **settings: Any) -> Any:
     return config
 
 
-def record_generation(metrics: ServerMetrics, route: str, started: float, finished: "Finished") -> None:
+def record_generation(metrics: ServerMetrics, route: str, started: float, finished: Finished) -> None:
     """Token counters and time to first token for one generation (callable outside the request context)."""
     metrics.prompt_tokens.labels(route).inc(finished.prompt_tokens)
     metrics.generation_tokens.labels(route).inc(finished.completion_tokens)
     if finished.first_token_at is not None:
         metrics.time_to_first_token.labels(route).observe(max(0.0, finished.first_token_at - started))
+
+
+def collect(run: Iterator[Piece | Finished], metrics: ServerMetrics, route: str,
+            started: float) -> tuple[str, Finished]:
+    """A whole generation's text and its ``Finished`` (recorded in the metrics), for the non-streaming routes.
+
+    A failing model becomes a 500 that says so; the log keeps the cause.
+    """
+    pieces: list[str] = []
+    finished: Optional[Finished] = None
+    try:
+        with closing(run) as events:
+            for event in events:
+                if isinstance(event, Piece):
+                    pieces.append(event.text)
+                else:
+                    finished = event
+    except GenerationFailed as err:
+        log.error("%s: generation failed: %s", route, err, exc_info=err.__cause__)
+        raise ApiError(500, f"generation failed: {err}") from None
+    assert finished is not None, "the engine ends every generation with Finished"
+    record_generation(metrics, route, started, finished)
+    return "".join(pieces), finished
 
 
 def now() -> float:

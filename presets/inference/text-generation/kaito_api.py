@@ -11,8 +11,6 @@ conversation object.
 
 from __future__ import annotations
 
-import logging
-from contextlib import closing
 from typing import Any
 
 from flask import Blueprint
@@ -21,18 +19,16 @@ from .api_common import (
     ApiError,
     chat_prompt_ids,
     check_length,
+    collect,
     ensure_prompt,
     generation_config,
     now,
     parse,
     read_json_object,
-    record_generation,
     state,
 )
-from .engine import Finished, GenerationFailed, Piece
 from .schemas import GenerateKwargs, KaitoChatRequest
 
-log = logging.getLogger("kaitoctl_server")
 bp = Blueprint("kaito", __name__)
 
 PROMPT_REQUIRED = "Text generation parameter prompt required"
@@ -105,20 +101,9 @@ def chat() -> dict[str, Any]:
     config = generation_config(served, **settings)
     stops = [kwargs.stop_strings] if isinstance(kwargs.stop_strings, str) else list(kwargs.stop_strings or [])
 
-    pieces: list[str] = []
-    try:
-        with closing(served.engine.stream(
-            ids, config, stop=stops, clean_up_tokenization_spaces=req.clean_up_tokenization_spaces
-        )) as events:
-            for event in events:
-                if isinstance(event, Piece):
-                    pieces.append(event.text)
-                elif isinstance(event, Finished):
-                    record_generation(st.metrics, "/chat", started, event)
-    except GenerationFailed as err:
-        log.error("/chat: generation failed: %s", err, exc_info=err.__cause__)
-        raise ApiError(500, f"generation failed: {err}") from None
-    text = "".join(pieces)
+    text, _ = collect(served.engine.stream(ids, config, stop=stops,
+                                           clean_up_tokenization_spaces=req.clean_up_tokenization_spaces),
+                      st.metrics, "/chat", started)
     if req.messages is None and req.return_full_text:
         text = (req.prompt or "") + text
     return {"Result": text}

@@ -29,6 +29,7 @@ from .api_common import (
     ApiError,
     chat_prompt_ids,
     check_length,
+    collect,
     ensure_prompt,
     generation_config,
     now,
@@ -236,7 +237,7 @@ def completions() -> Any:
     choices = []
     completion_tokens = 0
     for job in jobs:
-        text, finished = _collect(served, st.metrics, "/v1/completions", started, job, req.stop_list)
+        text, finished = collect(_run(served, job, req.stop_list), st.metrics, "/v1/completions", started)
         completion_tokens += finished.completion_tokens
         choices.append({"index": job.index, "text": job.echo + text, "logprobs": None,
                         "finish_reason": finished.finish_reason})
@@ -268,30 +269,11 @@ def chat_completions() -> Any:
     choices = []
     completion_tokens = 0
     for job in jobs:
-        text, finished = _collect(served, st.metrics, "/v1/chat/completions", started, job, req.stop_list)
+        text, finished = collect(_run(served, job, req.stop_list), st.metrics, "/v1/chat/completions", started)
         completion_tokens += finished.completion_tokens
         choices.append({"index": job.index, "message": {"role": "assistant", "content": text},
                         "logprobs": None, "finish_reason": finished.finish_reason})
     return {**meta, "choices": choices, "usage": _usage(_prompt_usage(jobs, req.n), completion_tokens)}
-
-
-def _collect(served: "ServedModel", metrics: "ServerMetrics", route: str, started: float, job: _Job,
-             stop: list[str]) -> tuple[str, Finished]:
-    pieces = []
-    finished: Optional[Finished] = None
-    try:
-        with closing(_run(served, job, stop)) as events:
-            for event in events:
-                if isinstance(event, Piece):
-                    pieces.append(event.text)
-                else:
-                    finished = event
-    except GenerationFailed as err:
-        log.error("%s: generation failed: %s", route, err, exc_info=err.__cause__)
-        raise ApiError(500, f"generation failed: {err}") from None
-    assert finished is not None
-    record_generation(metrics, route, started, finished)
-    return "".join(pieces), finished
 
 
 def _stream(served: "ServedModel", metrics: "ServerMetrics", route: str, started: float, jobs: list[_Job],
