@@ -80,13 +80,15 @@ def parse_duration(text: str) -> float:
     """``15m`` / ``90s`` / ``1h30m`` / ``300`` → seconds (kubectl's duration flags)."""
     text = text.strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise UsageError(f"--timeout: {text!r} is not a duration", hint="use a number with a unit: 90s, 15m, 1h30m")
-    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    seconds = sum(float(n) * scale[u] for n, u in parts)
-    if seconds <= 0:
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise UsageError(f"--timeout: {text!r} is not a duration",
+                             hint="use a number with a unit: 90s, 15m, 1h30m")
+        scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+        seconds = sum(float(n) * scale[u] for n, u in parts)
+    if seconds <= 0:  # a bare 0 too: a zero timeout would give up before the first look
         raise UsageError("--timeout must be more than zero")
     return seconds
 
@@ -489,6 +491,7 @@ def delete_command(
     name, wait = name_and_wait(ctx, name, no_wait, default=False)
     if (name is None) == (filename is None):
         raise UsageError("give a workspace NAME or -f FILE (not both)")
+    timeout_s = parse_duration(timeout)
     kube = connect(kubeconfig, context, namespace)
     targets: list[tuple[str, str]] = []
     if filename is not None:
@@ -501,7 +504,7 @@ def delete_command(
         targets.append((name or "", namespace or kube.namespace))
     ui = ConsoleUI()
     for ws_name, ns in targets:
-        delete_workspace(kube, ws_name, ns, wait=wait, timeout_s=parse_duration(timeout), report=ui.result)
+        delete_workspace(kube, ws_name, ns, wait=wait, timeout_s=timeout_s, report=ui.result)
         if wait:
             ui.step(f"the pods of {ns}/{ws_name} are gone")
 
