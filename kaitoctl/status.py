@@ -140,7 +140,7 @@ def age(timestamp: Optional[str], now: Optional[datetime.datetime] = None) -> st
     now = now or datetime.datetime.now(datetime.timezone.utc)
     seconds = max(int((now - then).total_seconds()), 0)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= 2 * size or (unit == "m" and seconds >= 120):
+        if seconds >= 2 * size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
