@@ -203,19 +203,28 @@ def update_command(
 
 
 def _history(kube: Any, name: str, namespace: str) -> tuple["History", int]:
+    """The recorded history and the revision running now (0 when the workload is gone)."""
     from kaitoctl import history as hist
-    from kaitoctl.status import get_workspace
 
     history = hist.read(kube, name, namespace)
-    try:
-        current = get_workspace(kube, name, namespace).revision
-    except NotFound:
-        current = 0
+    current = _running_revision(kube, name, namespace)
     if not history.revisions:
         raise NotFound(f"no history recorded for workspace {namespace}/{name} "
                        f"(ConfigMap {hist.configmap_name(name)} not found)",
                        hint="history starts with the first `kaitoctl apply`")
     return history, current
+
+
+def _running_revision(kube: Any, name: str, namespace: str) -> int:
+    """The revision on the workspace's workload: one LIST per workload kind (no pods, Services or events)."""
+    from kaitoctl.history import WORKSPACE_LABEL, revision_of
+
+    for kind in ("Deployment", "StatefulSet"):
+        items, _ = kube.list(kind, namespace, label_selector=f"{WORKSPACE_LABEL}={name}")
+        for workload in items:
+            if (workload.get("metadata") or {}).get("name") == name:
+                return revision_of(workload)
+    return 0
 
 
 def history_command(
