@@ -43,18 +43,32 @@ def serve_forever(app: Any, host: str, port: int, *, on_ready: Optional[Callable
     # "terminate called without an active exception", pytorch#38228).
     server.daemon_threads = False
     stopping = threading.Event()
+    # Helper threads are joined before returning: they hold the server (and so the model), and a
+    # thread that drops the last reference while the interpreter finalizes frees tensors without
+    # the GIL and aborts the process (the same pytorch#38228 failure as above).
+    helpers: list[threading.Thread] = []
 
     def stop(_signum: int, _frame: Any) -> None:
         if not stopping.is_set():
             stopping.set()
-            threading.Thread(target=server.shutdown, daemon=True).start()
+            helper = threading.Thread(target=server.shutdown, daemon=True)
+            helpers.append(helper)
+            helper.start()
+
+    def watch(event: threading.Event) -> None:
+        while not stopping.is_set():
+            if event.wait(0.1):
+                stop(0, None)
 
     previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
     if stop_event is not None:  # `kaitoctl demo` stops its own server once its requests are answered
-        threading.Thread(target=lambda: (stop_event.wait(), stop(0, None)), daemon=True).start()
+        watcher = threading.Thread(target=watch, args=(stop_event,), daemon=True)
+        watcher.start()
+    serving = False
     try:
         if on_ready is not None:
             on_ready(f"http://{host}:{server.port}")
+        serving = True
         server.serve_forever()
     except KeyboardInterrupt:
         pass
@@ -62,6 +76,12 @@ def serve_forever(app: Any, host: str, port: int, *, on_ready: Optional[Callable
         server.server_close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        stopping.set()
+        if stop_event is not None:
+            watcher.join()
+        if serving:  # server.shutdown() returns only once serve_forever() has run and ended
+            for helper in helpers:
+                helper.join()
 
 
 def run(config: Any, *, on_ready: Optional[Callable[[Any, str], None]] = None,
