@@ -1,0 +1,128 @@
+"""Local mode's pieces without a model: dtype choice, URLs and curl lines, flags, and the server's stop paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from kaitoctl import local
+from kaitoctl.errors import UsageError
+from kaitoctl.loader import load_text
+
+from .conftest import free_port, workspace_yaml
+
+
+@pytest.mark.parametrize("preset_dtype,on_gpu,expected", [
+    ("bfloat16", True, "bfloat16"),   # as in the pod
+    ("float16", True, "float16"),
+    ("auto", True, "auto"),           # the server's auto: the checkpoint's dtype on a GPU
+    ("bfloat16", False, "float32"),   # half precision is slow on CPUs
+    ("float16", False, "float32"),
+    ("auto", False, "float32"),
+])
+def test_dtype_is_the_presets_on_a_gpu_and_float32_on_a_cpu(preset_dtype: str, on_gpu: bool, expected: str) -> None:
+    dtype, why = local.local_dtype(preset_dtype, on_gpu)
+    assert dtype == expected and why
+
+
+@pytest.mark.parametrize("host,url", [
+    ("127.0.0.1", "http://127.0.0.1:5000"),
+    ("0.0.0.0", "http://127.0.0.1:5000"),  # a wildcard is reached through loopback
+    ("::", "http://[::1]:5000"),
+    ("::1", "http://[::1]:5000"),
+])
+def test_clients_are_told_an_address_they_can_reach(host: str, url: str) -> None:
+    assert local.base_url(host, 5000) == url
+
+
+def test_curl_lines_carry_the_exact_json_body_through_the_shell() -> None:
+    body = {"prompt": "it's \"quoted\" $HOME", "generate_kwargs": {"max_new_tokens": 4}}
+    line = local.curl_line("http://127.0.0.1:5000", "/chat", body, api_key=True)
+    words = shlex.split(line)
+    assert words[:3] == ["curl", "-s", "http://127.0.0.1:5000/chat"]
+    assert json.loads(words[words.index("-d") + 1]) == body
+    assert "Authorization: Bearer $KAITOCTL_API_KEY" in words
+
+
+def test_example_requests_follow_the_presets_pipeline() -> None:
+    (_, chat_body), (_, openai_body) = local.example_requests("chat", "m")
+    assert "messages" in chat_body and openai_body["model"] == "m"
+    (_, text_body), _ = local.example_requests("text-generation", "m")
+    assert "prompt" in text_body
+
+
+def workspace(text: str):
+    doc = load_text(text, "ws.yaml")[0]
+    assert doc.workspace is not None
+    return doc.workspace
+
+
+def test_adapter_directories_map_onto_the_workspaces_adapters(tmp_path: Path) -> None:
+    ws = workspace(workspace_yaml("ws", {"a1": "0.5", "a2": "0.5"}))
+    odd = tmp_path / "v1:2"  # a directory whose name ends like a strength is still a directory
+    odd.mkdir()
+    assert local.parse_adapter_dirs([f"a1={odd}", "a2=/x"], ws) == {"a1": str(odd), "a2": "/x"}
+    with pytest.raises(UsageError, match="given more than once"):
+        local.parse_adapter_dirs(["a1=/x", "a1=/y"], ws)
+    with pytest.raises(UsageError, match="expected NAME=DIR"):
+        local.parse_adapter_dirs(["a1"], ws)
+
+
+def test_a_private_preset_needs_its_weights_given(tmp_path: Path) -> None:
+    from kaitoctl.errors import ServeError
+
+    ws = workspace(workspace_yaml("ws", {}, preset="llama-2-7b", instance_type="Standard_NC12s_v3").replace(
+        "    name: llama-2-7b\n",
+        "    name: llama-2-7b\n    accessMode: private\n    presetOptions:\n"
+        "      image: registry.example.com/llama-2-7b:1\n"))
+    with pytest.raises(ServeError) as error:
+        local.plan_workspace(ws, model=None, adapter_dirs={})
+    assert any("preset llama-2-7b is private" in line for line in error.value.details)
+
+
+def _hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b'{"ok": true}']
+
+
+def test_the_local_server_stops_on_its_stop_event_and_leaves_no_thread_behind() -> None:
+    from kaitoctl_server.local import serve_forever
+
+    before = set(threading.enumerate())
+    stop = threading.Event()
+    answers = []
+
+    def ask(url: str) -> None:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            answers.append(json.loads(answer.read()))
+        stop.set()
+
+    clients: list[threading.Thread] = []
+
+    def ready(url: str) -> None:
+        clients.append(threading.Thread(target=ask, args=(url,)))
+        clients[0].start()
+
+    serve_forever(_hello, "127.0.0.1", free_port(), on_ready=ready, stop_event=stop)
+    clients[0].join(timeout=30)
+    assert answers == [{"ok": True}]
+    # Threads that hold the server (and, in kaitoctl serve, the model) must be gone when it returns: one
+    # that drops the last reference while the interpreter exits aborts the process (pytorch#38228).
+    assert set(threading.enumerate()) <= before
+
+
+def test_the_local_server_stops_on_sigterm_and_restores_the_handler() -> None:
+    from kaitoctl_server.local import serve_forever
+
+    before = set(threading.enumerate())
+    handler = signal.getsignal(signal.SIGTERM)
+    serve_forever(_hello, "127.0.0.1", free_port(), on_ready=lambda _url: os.kill(os.getpid(), signal.SIGTERM))
+    assert set(threading.enumerate()) <= before
+    assert signal.getsignal(signal.SIGTERM) is handler
