@@ -278,15 +278,6 @@ class LocalOptions:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def cuda_available(device: str) -> bool:
-    """Whether the server will put the model on a GPU (imports torch: call after the cheap checks)."""
-    if device == "cpu":
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 def local_dtype(preset_dtype: str, on_gpu: bool) -> tuple[str, str]:
     """(dtype, why) for a preset served here when ``--dtype`` is not given.
 
@@ -394,7 +385,10 @@ def serve_plan(plan: LocalPlan, options: LocalOptions, *,
     except ImportError as err:
         raise ServeError(f"the inference server is not installed ({err})",
                          hint="install it with: pip install 'kaitoctl[server]'") from None
-    on_gpu = cuda_available(options.device)
+    try:
+        on_gpu = local.serving_device(options.device) == "cuda"
+    except StartupError as err:
+        raise ServeError(str(err)) from None
     if options.dtype is None:
         dtype, why = local_dtype(plan.preset.dtype, on_gpu)
     else:

@@ -31,6 +31,16 @@ def check_port_free(host: str, port: int) -> None:
             raise StartupError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
+def serving_device(choice: str) -> str:
+    """``"cpu"`` or ``"cuda"``: where the start-up path puts the model for ``--device``/``KAITOCTL_DEVICE``.
+
+    ``kaitoctl serve -f`` asks before loading, to pick the dtype a preset is served in here.
+    """
+    from .loader import _resolve_device
+
+    return _resolve_device(choice)
+
+
 def serve_forever(app: Any, host: str, port: int, *, on_ready: Optional[Callable[[str], None]] = None,
                   stop_event: Optional[threading.Event] = None) -> None:
     """Serve ``app`` on ``host:port`` until Ctrl-C, SIGTERM or ``stop_event`` is set, then stop cleanly."""
