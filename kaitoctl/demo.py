@@ -261,5 +261,5 @@ def run_demo(directory: Path, options: LocalOptions, *, keep_serving: bool = Fal
             raise problem
         raise ServeError(f"the demo's requests failed: {problem}")
     if not keep_serving:
-        say(f"demo done: server stopped. Keep it running with `kaitoctl demo --serve --dir {directory}`, "
-            "then use the curl lines above.")
+        again = "kaitoctl demo --serve" + ("" if directory == Path(".demo") else f" --dir {directory}")
+        say(f"demo done: server stopped. Keep it running with `{again}`, then use the curl lines above.")

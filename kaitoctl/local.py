@@ -308,6 +308,8 @@ def server_config(plan: LocalPlan, options: LocalOptions, model_dir: str, dtype:
         allow_pickled_adapters=options.allow_pickled_adapters,
         api_key=options.api_key,
         bind=options.bind,
+        # A hub snapshot's directory is named after its commit: /v1/models shows the hub id instead.
+        model_name=plan.model.location if plan.model.hub else None,
         max_tokens=options.max_tokens,
     )
 
