@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -154,3 +155,24 @@ def test_serve_runs_from_the_repository_root_with_an_example(tmp_path: Path) -> 
     assert result.returncode == 8
     assert "adapter falcon-7b-adapter (inference.adapters[0]): no local directory given" in result.stderr
     assert "adapter additional-source (inference.adapters[1]): no local directory given" in result.stderr
+
+
+def test_a_hugging_face_id_is_served_from_the_local_cache_offline_and_sigterm_stops_it(
+        tiny: Tiny, tmp_path: Path, start_server) -> None:
+    # The layout huggingface_hub caches a download in: refs/main names the snapshot's commit.
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny-llama"
+    shutil.copytree(tiny.model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    ws = tmp_path / "ws.yaml"
+    ws.write_text(workspace_yaml("ws", {"a2": "0.6"}))
+    server = start_server("serve", "-f", str(ws), "--model", "acme/tiny-llama", "--adapter-dir", str(tiny.adapters),
+                          HF_HUB_CACHE=str(tmp_path / "hub"))
+    server.wait_ready()
+    card = server.get("/v1/models")["data"][0]
+    assert card["id"] == "acme/tiny-llama"
+    assert [(a["name"], a["strength"]) for a in card["adapters"]] == [("a2", 0.6)]
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0
+    assert "using acme/tiny-llama from the Hugging Face cache" in server.stderr
