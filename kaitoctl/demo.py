@@ -11,8 +11,10 @@ random, so the answers are gibberish; everything around them is the real thing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import socket
 import sys
 import threading
 import urllib.error
@@ -194,8 +196,31 @@ def check_answer(path: str, answer: Any) -> None:
         raise ServeError(f"{path} answered an unexpected shape: {json.dumps(answer)[:300]}")
 
 
-def run_demo(directory: Path, options: LocalOptions, *, keep_serving: bool = False) -> None:
-    """Create (or reuse) the demo files, validate the workspace, serve it as ``serve -f`` does, try it."""
+def _port_taken(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def run_demo(directory: Path, options: LocalOptions, *, keep_serving: bool = False,
+             any_free_port: bool = False) -> None:
+    """Create (or reuse) the demo files, validate the workspace, serve it as ``serve -f`` does, try it.
+
+    ``any_free_port``: the one-shot demo prints the port it used, so when the default port is
+    taken (macOS's AirPlay receiver listens on 5000) it takes a free one instead of failing.
+    """
     from kaitoctl import local
     from kaitoctl.output import stderr_console, stdout_console
     from kaitoctl.validate import load_workspaces, summary
@@ -219,6 +244,10 @@ def run_demo(directory: Path, options: LocalOptions, *, keep_serving: bool = Fal
         say(summary(ws))
     ws = local.pick_workspace(workspaces, None, str(files.workspace))
     plan = local.plan_workspace(ws, model=str(files.model), adapter_dirs={ADAPTER: str(files.adapter)})
+    if any_free_port and _port_taken(options.host, options.port):
+        port = _free_port(options.host)
+        progress(f"port {options.port} is in use; this run of the demo uses port {port} (choose with --port)")
+        options = dataclasses.replace(options, port=port)
     say(f"$ kaitoctl serve -f {files.workspace} --model {files.model} --adapter {ADAPTER}={files.adapter} "
         f"--port {options.port}   # what the demo runs")
 

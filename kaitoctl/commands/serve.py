@@ -68,6 +68,9 @@ def parse_adapter_option(value: str) -> tuple[str, str, float]:
     return name.strip(), path, strength
 
 
+DEMO_PORT = 5000
+
+
 def _serve_model(model: str, adapters: list[tuple[str, str, float]], *, host: str, port: int, dtype: str,
                  pipeline: str, device: str, trust_remote_code: bool, allow_pickled_adapters: bool,
                  api_key: Optional[str], max_tokens: int) -> None:
@@ -250,8 +253,10 @@ def register(app: typer.Typer) -> None:
         ] = Path(".demo"),
         host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
         port: Annotated[
-            int, typer.Option("--port", min=1, max=65535, envvar="KAITOCTL_DEMO_PORT", help="Port to listen on.")
-        ] = 5000,
+            Optional[int],
+            typer.Option("--port", min=1, max=65535, envvar="KAITOCTL_DEMO_PORT",
+                         help="Port to listen on [default: 5000; without --serve, a free port when 5000 is taken]."),
+        ] = None,
         keep_serving: Annotated[
             bool, typer.Option("--serve", help="Keep serving until Ctrl-C instead of stopping after two requests.")
         ] = False,
@@ -268,4 +273,5 @@ def register(app: typer.Typer) -> None:
         from kaitoctl.demo import run_demo
         from kaitoctl.local import LocalOptions
 
-        run_demo(directory, LocalOptions(host=host, port=port), keep_serving=keep_serving)
+        run_demo(directory, LocalOptions(host=host, port=port or DEMO_PORT), keep_serving=keep_serving,
+                 any_free_port=port is None and not keep_serving)

@@ -84,3 +84,21 @@ def test_an_unfinished_demo_directory_is_recreated_not_reused(tmp_path: Path) ->
     assert created and files.complete()
     assert "name: workspace-demo" in files.workspace.read_text()
     assert ensure_demo_files(tmp_path, lambda _message: None)[1] is False
+
+
+def test_the_one_shot_demo_moves_to_a_free_port_when_its_default_is_taken(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from kaitoctl.demo import run_demo
+    from kaitoctl.local import LocalOptions
+
+    with socket.socket() as taken:  # e.g. macOS's AirPlay receiver on port 5000
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        run_demo(tmp_path / "demo", LocalOptions(port=busy), any_free_port=True)
+    out, err = capsys.readouterr()
+    assert f"port {busy} is in use; this run of the demo uses port" in err
+    answers = answers_after_curl_lines(out)
+    assert len(answers) == 2 and f":{busy}/" not in answers[0][0]
