@@ -1,11 +1,12 @@
 # Two commands do everything on a fresh clone; each installs what it needs first.
 #   make demo   serve a tiny random-weight model with a LoRA adapter locally and curl it
 #   make test   run the test suite (what CI runs)
+# and: make demo-serve (keep the demo server running), make bench, make clean
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-serve test bench clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +19,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 demo: install
 	$(VENV)/bin/kaitoctl demo
+
+demo-serve: install
+	$(VENV)/bin/kaitoctl demo --serve
 
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q

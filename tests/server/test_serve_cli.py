@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -28,8 +29,18 @@ def test_bad_adapter_option_is_a_usage_error(value):
         parse_adapter_option(value)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kaitoctl", *args], capture_output=True, text=True, timeout=120)
+    # A free port, so that these errors do not depend on 5000 being free on the test machine
+    # (serve checks the port before it loads anything).
+    port = ("--port", str(_free_port())) if args[:1] == ("serve",) else ()
+    return subprocess.run([sys.executable, "-m", "kaitoctl", *args, *port], capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_missing_model_is_exit_8_with_the_reason(tmp_path):
