@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -111,17 +110,6 @@ def writes(sim: KubeSim) -> list[tuple[str, str, dict[str, str]]]:
     """Requests that would change something (dry runs excluded)."""
     return [r for r in list(sim.requests)
             if r[0] in ("POST", "PUT", "PATCH", "DELETE") and r[2].get("dryRun") != "All"]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def interrupt(proc: subprocess.Popen[str]) -> tuple[int, str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .conftest import (MODEL_IMAGE, gpu_node, interrupt, ready_pods, requests_of, wait_for, workspace_doc,
+from .conftest import (MODEL_IMAGE, gpu_node, interrupt, ready_pods, requests_of, workspace_doc,
                        writes)
 
 
@@ -123,10 +123,10 @@ def test_ctrl_c_leaves_everything_applied_and_says_how_to_resume(sim, kaitoctl, 
     gpu_node(sim)
     sim.set_image_behaviour(MODEL_IMAGE, "slow", ticks=150)   # Ready about 3 s after it starts
     proc = kaitoctl.start("apply", "-f", write_ws(), "--timeout", "120s")
-    wait_for(lambda: sim.list("Pod", "default", "kaito.sh/workspace=falcon"), what="the pod")
-    wait_for(lambda: requests_of(sim, "GET", "/pods") and any(q.get("watch") == "true"
+    sim.wait_until(lambda: sim.list("Pod", "default", "kaito.sh/workspace=falcon"), timeout=30.0, what="the pod")
+    sim.wait_until(lambda: requests_of(sim, "GET", "/pods") and any(q.get("watch") == "true"
                                                                for _, _, q in requests_of(sim, "GET", "/pods")),
-             what="the pod watch")
+                   timeout=30.0, what="the pod watch")
     code, _, err = interrupt(proc)
     assert code == 130
     assert "what was applied stays in place" in err

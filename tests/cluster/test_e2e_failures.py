@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .conftest import MODEL_IMAGE, adapter, gpu_node, wait_for, workspace_doc, writes
+from .conftest import MODEL_IMAGE, adapter, gpu_node, workspace_doc, writes
 
 ADAPTER_IMAGE = "registry.example.com/adapters/sql:1"
 
@@ -99,8 +99,8 @@ def test_progress_deadline_exceeded(sim, kaitoctl, write_ws):
     gpu_node(sim)
     sim.set_image_behaviour(MODEL_IMAGE, "never_ready")
     proc = kaitoctl.start("apply", "-f", write_ws(), "--timeout", "120s")
-    wait_for(lambda: [p for p in sim.list("Pod", "default") if p["status"].get("phase") == "Running"],
-             what="a running pod")
+    sim.wait_until(lambda: [p for p in sim.list("Pod", "default") if p["status"].get("phase") == "Running"],
+                   timeout=30.0, what="a running pod")
     sim.advance(4000)  # past progressDeadlineSeconds (the preset's readiness timeout + pull allowance)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 6, err

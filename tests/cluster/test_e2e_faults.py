@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import MODEL_IMAGE, gpu_node, requests_of, wait_for, writes
+from .conftest import MODEL_IMAGE, gpu_node, requests_of, writes
 
 
 def test_forbidden_names_the_rule_and_writes_nothing(sim, kaitoctl, write_ws):
@@ -65,11 +65,11 @@ def test_dropped_and_expired_watches_are_resumed(sim, kaitoctl, write_ws):
     def pod_watches():
         return [q for _, p, q in requests_of(sim, "GET", "/pods") if q.get("watch") == "true"]
 
-    wait_for(lambda: pod_watches(), what="the pod watch")
+    sim.wait_until(lambda: pod_watches(), timeout=30.0, what="the pod watch")
     lists_before = len([q for _, p, q in requests_of(sim, "GET", "/namespaces/default/pods")
                         if q.get("watch") != "true"])
     sim.drop_watches()
-    wait_for(lambda: len(pod_watches()) >= 2, what="the pod watch to resume")
+    sim.wait_until(lambda: len(pod_watches()) >= 2, timeout=30.0, what="the pod watch to resume")
     sim.add_secret("default", "unrelated-change")  # history moves past every watcher's resourceVersion...
     sim.expire_watch_history()                       # ... and is forgotten: the watches get 410 Gone
     out, err = proc.communicate(timeout=60)
