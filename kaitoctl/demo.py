@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from kaitoctl.errors import ServeError, UsageError
-from kaitoctl.local import LocalOptions
+from kaitoctl.local import LocalOptions, require_server_extra, server_import_error
 
 FORMAT = "kaitoctl demo files, format 1"
 PRESET = "phi-3-mini-4k-instruct"
@@ -150,8 +150,7 @@ def ensure_demo_files(root: Path, progress: Callable[[str], None]) -> tuple[Demo
     try:
         from kaitoctl_server.tiny import make_lora_adapter, make_tiny_model
     except ImportError as err:
-        raise ServeError(f"the inference server is not installed ({err})",
-                         hint="install it with: pip install 'kaitoctl[server]'") from None
+        raise server_import_error(err) from None
     root.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # library deprecation notices are noise for a newcomer
         warnings.simplefilter("ignore")
@@ -234,6 +233,7 @@ def run_demo(directory: Path, options: LocalOptions, *, keep_serving: bool = Fal
     def progress(message: str) -> None:
         err.print(f"kaitoctl: {message}", markup=False)
 
+    require_server_extra("demo")  # before the banner: a CLI-only install gets one error with the fix
     say(BANNER)
     files, created = ensure_demo_files(directory, progress)
     if not created:

@@ -31,6 +31,32 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from kaitoctl.catalog import Preset
     from kaitoctl.workspace import Workspace
 
+# What `kaitoctl serve` and `kaitoctl demo` import, by import name: the `server` extra (setup.cfg).
+SERVER_MODULES = ("torch", "transformers", "peft", "safetensors", "flask")
+SERVER_EXTRA_HINT = ("install the server extra: `pip install torch==2.13.0` (or the build your machine needs), then "
+                     "`pip install '.[server]'` in the kaitoctl checkout; or run `make demo`, which installs "
+                     "everything into .venv")
+
+
+def require_server_extra(command: str) -> None:
+    """ServeError (exit 8) naming the fix when the CLI-only install lacks the server's packages.
+
+    Checked before anything is created or loaded, without importing them (find_spec only).
+    """
+    import importlib.util
+
+    missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ServeError(f"kaitoctl {command} runs the bundled inference server, whose packages are not installed "
+                         f"here: {', '.join(missing)} (the CLI-only `pip install .` leaves them out)",
+                         hint=SERVER_EXTRA_HINT)
+
+
+def server_import_error(err: ImportError) -> ServeError:
+    """The ServeError for an import of the server's packages that failed anyway."""
+    return ServeError(f"the inference server cannot be imported: {err}", hint=SERVER_EXTRA_HINT)
+
+
 # "org/name": how the Hugging Face Hub spells a model id.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -385,8 +411,7 @@ def serve_plan(plan: LocalPlan, options: LocalOptions, *,
         from kaitoctl_server import local
         from kaitoctl_server.errors import StartupError
     except ImportError as err:
-        raise ServeError(f"the inference server is not installed ({err})",
-                         hint="install it with: pip install 'kaitoctl[server]'") from None
+        raise server_import_error(err) from None
     try:
         on_gpu = local.serving_device(options.device) == "cuda"
     except StartupError as err:

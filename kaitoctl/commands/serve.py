@@ -79,15 +79,15 @@ def _serve_model(model: str, adapters: list[tuple[str, str, float]], *, host: st
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UsageError(f"--adapter: {', '.join(duplicates)} given more than once; each name may appear once")
+    from kaitoctl.local import require_server_extra, server_import_error
+
+    require_server_extra("serve")
     try:
         from kaitoctl_server import local
         from kaitoctl_server.config import AdapterRef, ServerConfig, check_adapter_name
         from kaitoctl_server.errors import StartupError
     except ImportError as err:
-        raise ServeError(
-            f"the inference server is not installed ({err})",
-            hint="install it with: pip install 'kaitoctl[server]'",
-        ) from None
+        raise server_import_error(err) from None
     from kaitoctl.output import stderr_console
 
     console = stderr_console()
@@ -130,6 +130,7 @@ def _serve_workspace(filename: str, name: Optional[str], model: Optional[str], a
     from kaitoctl.validate import load_workspaces
 
     err = stderr_console()
+    local.require_server_extra("serve")
     ws = local.pick_workspace(load_workspaces(filename), name, filename)
     plan = local.plan_workspace(ws, model=model, adapter_dirs=local.parse_adapter_dirs(adapter_options, ws),
                                 adapter_dir=adapter_dir)
