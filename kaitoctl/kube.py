@@ -155,6 +155,7 @@ def _kubeconfig_paths(explicit: Optional[Path]) -> tuple[str, bool]:
 def connect(kubeconfig: Optional[Path] = None, context: Optional[str] = None,
             namespace: Optional[str] = None) -> "Kube":
     """A :class:`Kube` for the cluster the flags name, resolved as kubectl resolves it."""
+    import yaml
     from kubernetes import client as k8s_client
     from kubernetes.config import incluster_config, kube_config
     from kubernetes.config.config_exception import ConfigException
@@ -200,6 +201,13 @@ def connect(kubeconfig: Optional[Path] = None, context: Optional[str] = None,
         active = loader.current_context
     except ClusterError:
         raise
+    except yaml.YAMLError as exc:  # the parser's whole message: what it expected, with file, line and column
+        raise ClusterError(
+            f"cannot use the kubeconfig {paths}: it is not valid YAML",
+            details=[line for line in str(exc).splitlines() if line.strip()],
+            hint="fix the file at the line and column above (`kubectl config view` shows how kubectl reads it), "
+                 "or pass another --kubeconfig",
+        ) from exc
     except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
         raise ClusterError(
             f"cannot use the kubeconfig {paths}: {exc}",

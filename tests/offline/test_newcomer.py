@@ -41,3 +41,18 @@ def test_serve_and_demo_without_the_server_extra_exit_8_naming_the_fix(
     assert "hint: install the server extra" in err and "pip install '.[server]'" in err
     assert out == ""  # the demo says nothing else, and creates nothing
     assert not (tmp_path / "demo").exists()
+
+
+def test_kubeconfig_with_a_yaml_syntax_error_exits_4_with_the_parsers_whole_message(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "config"
+    config.write_text("apiVersion: v1\nclusters:\n- name: x\n  not: [valid\n")
+    code, _, err = run(["status", "--kubeconfig", str(config)], capsys)
+    assert code == 4, err
+    assert "internal error" not in err
+    assert f"kaitoctl: error: cannot use the kubeconfig {config}: it is not valid YAML" in err
+    # what the parser expected and where: the flow sequence's start and where it ran out, with the file
+    assert f'in "{config}", line 4, column 8' in err
+    assert "expected ',' or ']', but got '<stream end>'" in err
+    assert f'in "{config}", line 5, column 1' in err
+    assert "hint: fix the file at the line and column above" in err
