@@ -69,7 +69,7 @@ def list_command(
     from rich.table import Table
 
     from kaitoctl.adapters import deployed_adapters
-    from kaitoctl.output import emit, stderr_console, stdout_console
+    from kaitoctl.output import emit, print_table, stderr_console, stdout_console
 
     kube = connect(kubeconfig, context, namespace)
     ns = namespace or kube.namespace
@@ -88,8 +88,7 @@ def list_command(
         table.add_row(row["name"], row["image"], row["strength"], ",".join(row["imagePullSecrets"]) or "-",
                       f"{row['podsWithIt']}/{row['readyPods']} ready pod(s)")
     console = stdout_console()
-    console.width = max(console.width, 200)
-    console.print(table)
+    print_table(table, console)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +236,7 @@ def history_command(
     """The revisions of a workspace (the last 10): when, what changed in adapters and strengths, how it went."""
     from rich.table import Table
 
-    from kaitoctl.output import emit, stdout_console
+    from kaitoctl.output import emit, print_table, stdout_console
 
     kube = connect(kubeconfig, context, namespace)
     ns = namespace or kube.namespace
@@ -254,8 +253,7 @@ def history_command(
         seconds = f"{rev.rollout_seconds:.0f}s" if rev.rollout_seconds is not None else "-"
         table.add_row(f"{rev.revision}{mark}", rev.time, rev.change, rev.outcome, seconds, "; ".join(rev.changes))
     console = stdout_console()
-    console.width = max(console.width, 160)
-    console.print(table)
+    print_table(table, console)
     console.print("* = running now", markup=False)
     for rev in reversed(history.revisions):
         if rev.failure:

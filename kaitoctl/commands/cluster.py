@@ -186,6 +186,8 @@ def print_preflight(report: "PreflightReport", console: Any) -> None:
     """The preflight verdict: one row per matching node, then problems, warnings and the strategy."""
     from rich.table import Table
 
+    from kaitoctl.output import print_table
+
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for column in ("NODE", "INSTANCE", "READY", "GPUS ALLOC", "REQUESTED", "FREE", "FITS", "WHY NOT"):
         table.add_column(column, no_wrap=column != "WHY NOT", overflow="fold")
@@ -196,7 +198,7 @@ def print_preflight(report: "PreflightReport", console: Any) -> None:
     console.print(f"preflight {report.namespace}/{report.workspace}: {report.count} pod(s) of "
                   f"{report.gpus_per_pod} GPU(s)", markup=False, highlight=False)
     if report.rows:
-        console.print(table)
+        print_table(table, console)
     if report.unmatched_nodes:
         console.print(f"({report.unmatched_nodes} other node(s) do not match the labelSelector)", markup=False)
     for problem in report.problems:
@@ -378,7 +380,7 @@ def _event_dict(ev: dict[str, Any]) -> dict[str, Any]:
 def print_status_table(views: list["WorkspaceView"], *, wide: bool, all_namespaces: bool, namespace: str) -> None:
     from rich.table import Table
 
-    from kaitoctl.output import stderr_console, stdout_console
+    from kaitoctl.output import print_table, stderr_console
 
     if not views:
         where = "any namespace" if all_namespaces else f"namespace {namespace!r}"
@@ -401,9 +403,7 @@ def print_status_table(views: list["WorkspaceView"], *, wide: bool, all_namespac
         if wide:
             row += [str(v.revision), v.strategy, ",".join(v.nodes) or "-", v.image]
         table.add_row(*row)
-    console = stdout_console()
-    console.width = max(console.width, 250)
-    console.print(table)
+    print_table(table)
 
 
 def print_status_detail(view: "WorkspaceView") -> None:

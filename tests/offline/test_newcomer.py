@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -56,3 +57,69 @@ def test_kubeconfig_with_a_yaml_syntax_error_exits_4_with_the_parsers_whole_mess
     assert "expected ',' or ']', but got '<stream end>'" in err
     assert f'in "{config}", line 5, column 1' in err
     assert "hint: fix the file at the line and column above" in err
+
+
+def test_presets_list_piped_never_cuts_a_name_whatever_columns_says(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from kaitoctl.catalog import presets
+
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(["presets", "list", "-o", "wide"], capsys)
+    assert code == 0 and "…" not in out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(rows) == set(presets())  # every name whole, first on its line
+    for preset in presets().values():
+        if preset.access == "public":
+            assert preset.image() in rows[preset.name]  # the IMAGE column in full too
+
+
+def test_presets_list_on_an_80_column_terminal_shows_every_name_whole(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from kaitoctl.catalog import presets
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich: stdout is a terminal
+    monkeypatch.setenv("NO_COLOR", "1")
+    code, out, _ = run(["presets", "list"], capsys)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", out)  # the header is bold on a terminal
+    assert code == 0 and "…" not in out
+    assert all(len(line) <= 80 for line in out.splitlines())
+    firsts = [line.split()[0] for line in out.splitlines()[1:] if line[:1].strip()]
+    assert [n for n in firsts if n != "NAME"] == list(presets())  # each name whole at the start of its row
+
+
+def test_tables_on_a_narrow_terminal_keep_names_whole_and_wrap_the_rest() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from kaitoctl.output import print_table
+
+    console = Console(width=40, force_terminal=True, no_color=True, record=True)
+    table = Table(box=None, pad_edge=False)
+    table.add_column("NAME", no_wrap=True)
+    table.add_column("CHANGES")
+    table.add_row("workspace-falcon-7b-adapters", "adapter additional-source strength 0.5 → 0.8")
+    print_table(table, console)
+    text = console.export_text()
+    assert "…" not in text
+    assert "workspace-falcon-7b-adapters" in text and all(len(line) <= 40 for line in text.splitlines())
+    assert " ".join(text.split()).count("strength") == 1 and "0.8" in text  # wrapped, not cut
+
+
+def test_tables_not_on_a_terminal_print_each_row_on_one_line_at_full_width() -> None:
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from kaitoctl.output import print_table
+
+    sink = io.StringIO()
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "IMAGE", "CHANGES"):
+        table.add_column(column, no_wrap=column != "CHANGES")
+    changes = "; ".join(f"adapter a{i} strength 0.{i} → 0.{i + 1}" for i in range(12))
+    table.add_row("w", "registry.example.com/" + "x" * 300 + ":1", changes)
+    print_table(table, Console(file=sink, width=80))
+    lines = sink.getvalue().splitlines()
+    assert len(lines) == 2 and "x" * 300 in lines[1] and changes in lines[1]
