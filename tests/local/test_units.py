@@ -9,6 +9,7 @@ import signal
 import threading
 import urllib.request
 from pathlib import Path
+from typing import Any, Optional
 
 import pytest
 
@@ -126,3 +127,48 @@ def test_the_local_server_stops_on_sigterm_and_restores_the_handler() -> None:
     serve_forever(_hello, "127.0.0.1", free_port(), on_ready=lambda _url: os.kill(os.getpid(), signal.SIGTERM))
     assert set(threading.enumerate()) <= before
     assert signal.getsignal(signal.SIGTERM) is handler
+
+
+@pytest.mark.parametrize("no_color", ["1", None])
+def test_the_local_servers_access_log_has_no_colour_codes_off_a_terminal_or_with_no_color(
+        no_color: Optional[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """`kaitoctl serve 2> server.log`, or NO_COLOR: werkzeug's 4xx lines without ANSI escape codes."""
+    import logging
+    import urllib.error
+
+    from kaitoctl_server.local import serve_forever
+
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def ask(url: str) -> None:
+        for path in ("/", "/nope"):
+            try:
+                with urllib.request.urlopen(url + path, timeout=30) as answer:
+                    codes.append(answer.status)
+            except urllib.error.HTTPError as err:
+                codes.append(err.code)
+        stop.set()
+
+    def not_found_but_root(environ: dict, start_response: Any) -> list[bytes]:
+        status = "200 OK" if environ["PATH_INFO"] == "/" else "404 NOT FOUND"
+        start_response(status, [("Content-Type", "text/plain")])
+        return [b"x"]
+
+    client: list[threading.Thread] = []
+
+    def ready(url: str) -> None:
+        client.append(threading.Thread(target=ask, args=(url,)))
+        client[0].start()
+
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        serve_forever(not_found_but_root, "127.0.0.1", free_port(), on_ready=ready, stop_event=stop)
+    client[0].join(timeout=30)
+    assert codes == [200, 404]
+    lines = [record.getMessage() for record in caplog.records if record.name == "werkzeug"]
+    assert any('"GET /nope HTTP/1.1" 404' in line for line in lines), lines
+    assert not any("\x1b[" in line for line in lines), lines

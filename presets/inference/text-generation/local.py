@@ -10,8 +10,11 @@ its routes, limits, streaming and metrics are the ones the pods serve.
 from __future__ import annotations
 
 import errno
+import os
+import re
 import signal
 import socket
+import sys
 import threading
 from typing import Any, Callable, Optional
 
@@ -41,13 +44,34 @@ def serving_device(choice: str) -> str:
     return _resolve_device(choice)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def access_log_in_colour() -> bool:
+    """werkzeug colours 4xx/5xx access-log lines: only on a terminal, and never with NO_COLOR set."""
+    return "NO_COLOR" not in os.environ and sys.stderr.isatty()
+
+
+def _request_handler() -> Any:
+    """werkzeug's request handler, its access-log lines without ANSI codes unless `access_log_in_colour`."""
+    from werkzeug.serving import WSGIRequestHandler
+
+    class RequestHandler(WSGIRequestHandler):
+        def log(self, type: str, message: str, *args: Any) -> None:
+            if not access_log_in_colour():
+                args = tuple(_ANSI.sub("", arg) if isinstance(arg, str) else arg for arg in args)
+            super().log(type, message, *args)
+
+    return RequestHandler
+
+
 def serve_forever(app: Any, host: str, port: int, *, on_ready: Optional[Callable[[str], None]] = None,
                   stop_event: Optional[threading.Event] = None) -> None:
     """Serve ``app`` on ``host:port`` until Ctrl-C, SIGTERM or ``stop_event`` is set, then stop cleanly."""
     from werkzeug.serving import make_server
 
     check_port_free(host, port)
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, request_handler=_request_handler())
     # Join request threads on close instead of leaving daemon threads inside
     # torch while the interpreter finalizes (that aborts the process:
     # "terminate called without an active exception", pytorch#38228).
