@@ -142,6 +142,19 @@ def _print_error(err: KaitoctlError) -> None:
         console.print(f"hint: {err.hint}", markup=False)
 
 
+def _print_usage_error(exc: Any) -> None:
+    """A bad flag or argument in kaitoctl's own style: ``kaitoctl: error: ...`` and where the options are."""
+    message = exc.format_message()
+    # Typer validates choices with pydantic, whose message starts "Value error, ": not a user's word.
+    message = message.replace("Value error, ", "").replace("Input should be ", "must be ").rstrip(".")
+    message = message[:1].lower() + message[1:]
+    print(f"kaitoctl: error: {message}", file=sys.stderr)
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        what = "commands" if message.startswith("no such command") else "options and their values"
+        print(f"hint: `{ctx.command_path} -h` lists the {what}", file=sys.stderr)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: run the app and map every outcome to a documented exit code."""
     # Before any pydantic model or Typer option is built: ~20 ms of start-up (see the module).
@@ -163,11 +176,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:
         # Typer >= 0.29 vendors click: usage errors are typer.TyperException, not click.ClickException.
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        else:
-            print(f"kaitoctl: error: {exc.format_message()}", file=sys.stderr)
+        _print_usage_error(exc)
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         # `kaitoctl render ... | head`: not an error worth a traceback.

@@ -128,15 +128,15 @@ def print_diff(rows: list["AdapterDiff"], console: Any) -> None:
 def update_command(
     ctx: typer.Context,
     name: OptionalNameArgument = None,
-    adapter: Annotated[Optional[list[str]], typer.Option("--adapter", "--add", help="NAME=IMAGE: add an adapter, "
-                                                         "or replace its image. Repeatable.")] = None,
-    strength: Annotated[Optional[list[str]], typer.Option("--strength", help="NAME=VALUE: set an adapter's "
-                                                          "strength (0 to 1). Repeatable.")] = None,
-    pull_secret: Annotated[Optional[list[str]], typer.Option("--pull-secret", help="NAME=SECRET: the pull secret "
-                                                             "for an adapter's image (repeat for several; "
-                                                             "NAME= clears them).")] = None,
-    remove: Annotated[Optional[list[str]], typer.Option("--remove", help="NAME: remove an adapter. "
-                                                        "Repeatable.")] = None,
+    adapter: Annotated[Optional[list[str]], typer.Option(
+        "--adapter", "--add", metavar="NAME=IMAGE", help="Add an adapter, or replace its image. Repeatable.")] = None,
+    strength: Annotated[Optional[list[str]], typer.Option(
+        "--strength", metavar="NAME=VALUE", help="Set an adapter's strength (0 to 1). Repeatable.")] = None,
+    pull_secret: Annotated[Optional[list[str]], typer.Option(
+        "--pull-secret", metavar="NAME=SECRET",
+        help="The pull secret for an adapter's image (repeat for several; NAME= clears them).")] = None,
+    remove: Annotated[Optional[list[str]], typer.Option(
+        "--remove", metavar="NAME", help="Remove an adapter. Repeatable.")] = None,
     filename: OptionalFileOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would change.")] = False,
     namespace: NamespaceOption = None,

@@ -123,3 +123,26 @@ def test_tables_not_on_a_terminal_print_each_row_on_one_line_at_full_width() -> 
     print_table(table, Console(file=sink, width=80))
     lines = sink.getvalue().splitlines()
     assert len(lines) == 2 and "x" * 300 in lines[1] and changes in lines[1]
+
+
+def test_help_shows_what_to_type_not_python_types(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run(["adapters", "update", "--help"], capsys)
+    assert code == 0 and "list[" not in out
+    for shown in ("--adapter, --add NAME=IMAGE", "--strength NAME=VALUE", "--pull-secret NAME=SECRET",
+                  "--remove NAME", "-f, --filename FILE", "-n, --namespace NAMESPACE", "--kubeconfig PATH"):
+        assert shown in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["skus", "list", "--cloud", "gcp"], "invalid value for '--cloud': 'gcp' is not one of 'azure', 'aws'"),
+    (["status", "-o", "bogus"], "invalid value for '-o' / '--output': 'bogus' is not one of 'table', 'wide', "
+                                "'json', 'yaml'"),
+    (["serve", "--port", "0"], "invalid value for '--port': must be greater than or equal to 1"),
+])
+def test_bad_flag_values_are_reported_in_kaitoctls_style(argv: list[str], message: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run(argv, capsys)
+    assert code == 2 and out == ""
+    command = " ".join(a for a in argv[:2] if not a.startswith("-"))
+    assert err.splitlines() == [f"kaitoctl: error: {message}",
+                                f"hint: `kaitoctl {command} -h` lists the options and their values"]
