@@ -407,6 +407,14 @@ def _no_match_message(selector: Optional[dict[str, Any]], want_type: str, total:
             f"(kubectl label node NODE KEY=VALUE) or fix resource.labelSelector (instance type {want_type})")
 
 
+def _free_for_surge(row: NodeVerdict) -> str:
+    """``NODE (N free)``, in the table's FREE numbers, and what this workspace's unready pods give back."""
+    if row.gpus_free_for_surge == row.gpus_free:
+        return f"{row.name} ({row.gpus_free} free)"
+    return (f"{row.name} ({row.gpus_free} free now, {row.gpus_free_for_surge} once this workspace's pod(s) that "
+            "are not Ready give theirs up)")
+
+
 def _strategy(rows: list[NodeVerdict], gpus: int, count: int, ours_serving: int, distributed: bool,
               cap: int) -> tuple[bool, str, str]:
     """(surge fits, strategy, reason). A surge needs one more pod's GPUs while the serving pods keep theirs."""
@@ -421,8 +429,7 @@ def _strategy(rows: list[NodeVerdict], gpus: int, count: int, ours_serving: int,
     room_now = sum(min(_slots(r.gpus_free_for_surge, gpus, cap), cap) for r in eligible
                    if r.gpus_allocatable >= gpus)
     if room_now >= needed:
-        where = ", ".join(f"{r.name} ({r.gpus_free_for_surge} free)" for r in eligible
-                          if r.gpus_free_for_surge >= gpus)
+        where = ", ".join(_free_for_surge(r) for r in eligible if r.gpus_free_for_surge >= gpus)
         return True, "RollingUpdate", (f"A second pod's {gpus} GPU(s) fit next to the serving pod(s) on {where}: "
                                        "an update starts the new pod and stops the old one only once the new one "
                                        "is Ready (maxSurge 1, maxUnavailable 0).")
