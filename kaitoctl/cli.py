@@ -134,8 +134,10 @@ def _root(
 def _print_error(err: KaitoctlError) -> None:
     from kaitoctl.output import stderr_console
 
+    from kaitoctl.errors import Interrupted
+
     console = stderr_console()
-    console.print(f"kaitoctl: error: {err.message}", markup=False)
+    console.print(f"kaitoctl: {'' if isinstance(err, Interrupted) else 'error: '}{err.message}", markup=False)
     for line in err.details:
         console.print(f"  {line}", markup=False)
     if err.hint:
@@ -192,4 +194,6 @@ def main(argv: Optional[list[str]] = None) -> None:
               file=sys.stderr)
         print("  " + traceback.format_exc().strip().splitlines()[-1], file=sys.stderr)
         sys.exit(1)
+    if rv == 130:  # Typer turns a Ctrl-C that nothing caught into exit code 130, silently
+        print("kaitoctl: interrupted", file=sys.stderr)
     sys.exit(rv if isinstance(rv, int) else 0)

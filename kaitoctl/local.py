@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from kaitoctl.errors import ServeError, UsageError
+from kaitoctl.errors import Interrupted, ServeError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from kaitoctl.catalog import Preset
@@ -50,6 +50,24 @@ def require_server_extra(command: str) -> None:
         raise ServeError(f"kaitoctl {command} runs the bundled inference server, whose packages are not installed "
                          f"here: {', '.join(missing)} (the CLI-only `pip install .` leaves them out)",
                          hint=SERVER_EXTRA_HINT)
+
+
+def run_until_stopped(server: Any, config: Any, on_ready: Callable[[Any, str], None],
+                      stop_event: Optional[threading.Event] = None) -> None:
+    """``kaitoctl_server.local.run``; a Ctrl-C before the model is served says what it interrupted (exit 130)."""
+    ready = threading.Event()
+
+    def mark_ready(served: Any, url: str) -> None:
+        ready.set()
+        on_ready(served, url)
+
+    try:
+        server.run(config, on_ready=mark_ready, stop_event=stop_event)
+    except KeyboardInterrupt:
+        if ready.is_set():
+            raise
+        raise Interrupted(f"interrupted while loading the model from {config.model_dir} (load, adapter merge, move "
+                          "to the device): nothing was served") from None
 
 
 def server_import_error(err: ImportError) -> ServeError:
@@ -429,7 +447,7 @@ def serve_plan(plan: LocalPlan, options: LocalOptions, *,
     url = base_url(options.host, options.port)
     try:
         config = server_config(plan, options, model_dir, dtype)
-        local.run(config, on_ready=lambda served, _bound: on_ready(served, url), stop_event=stop_event)
+        run_until_stopped(local, config, lambda served, _bound: on_ready(served, url), stop_event)
     except StartupError as err:
         raise ServeError(str(err)) from None
 

@@ -79,7 +79,7 @@ def _serve_model(model: str, adapters: list[tuple[str, str, float]], *, host: st
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UsageError(f"--adapter: {', '.join(duplicates)} given more than once; each name may appear once")
-    from kaitoctl.local import require_server_extra, server_import_error
+    from kaitoctl.local import require_server_extra, run_until_stopped, server_import_error
 
     require_server_extra("serve")
     try:
@@ -117,7 +117,7 @@ def _serve_model(model: str, adapters: list[tuple[str, str, float]], *, host: st
             bind=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             max_tokens=max_tokens,
         )
-        local.run(config, on_ready=ready)
+        run_until_stopped(local, config, ready)
     except StartupError as err:
         raise ServeError(str(err)) from None
 

@@ -172,3 +172,45 @@ def test_the_local_servers_access_log_has_no_colour_codes_off_a_terminal_or_with
     lines = [record.getMessage() for record in caplog.records if record.name == "werkzeug"]
     assert any('"GET /nope HTTP/1.1" 404' in line for line in lines), lines
     assert not any("\x1b[" in line for line in lines), lines
+
+
+def test_ctrl_c_while_the_model_loads_says_what_it_interrupted(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from kaitoctl.cli import main
+    from kaitoctl_server import local as server_local
+
+    def interrupted_while_loading(config: Any, **_: Any) -> None:
+        raise KeyboardInterrupt  # Ctrl-C before on_ready: the model is still loading
+
+    monkeypatch.setattr(server_local, "run", interrupted_while_loading)
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--model", str(tmp_path), "--port", str(free_port())])
+    err = capsys.readouterr().err
+    assert info.value.code == 130
+    assert err.splitlines()[-1] == (f"kaitoctl: interrupted while loading the model from {tmp_path} (load, adapter "
+                                    "merge, move to the device): nothing was served")
+
+
+def test_ctrl_c_once_serving_still_propagates_to_the_server_loop() -> None:
+    class Served:
+        def run(self, config: Any, *, on_ready: Any, stop_event: Any = None) -> None:
+            on_ready(object(), "http://127.0.0.1:1")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        local.run_until_stopped(Served(), object(), lambda served, url: None)
+
+
+def test_a_ctrl_c_that_no_command_catches_is_not_silent(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    from kaitoctl import catalog
+    from kaitoctl.cli import main
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(catalog, "presets", interrupted)
+    with pytest.raises(SystemExit) as info:
+        main(["presets", "list"])
+    assert info.value.code == 130
+    assert capsys.readouterr().err.splitlines() == ["kaitoctl: interrupted"]
