@@ -14,6 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _venv import use_project_venv
+
+use_project_venv("torch", "kubernetes", "kaitoctl", "kaitoctl_server")
+
 BENCHES = ["bench_render.py", "bench_status.py", "bench_server.py"]
 
 

@@ -146,3 +146,43 @@ def test_bad_flag_values_are_reported_in_kaitoctls_style(argv: list[str], messag
     command = " ".join(a for a in argv[:2] if not a.startswith("-"))
     assert err.splitlines() == [f"kaitoctl: error: {message}",
                                 f"hint: `kaitoctl {command} -h` lists the options and their values"]
+
+
+@pytest.fixture
+def bench_venv(monkeypatch: pytest.MonkeyPatch) -> object:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    import _venv
+
+    monkeypatch.setattr(sys, "argv", ["bench/bench_status.py", "--repeat", "1"])
+    return _venv
+
+
+def test_a_benchmark_started_without_the_venv_reruns_itself_with_it(
+        bench_venv: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    venv_python = tmp_path / ".venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.touch()
+    monkeypatch.setattr(bench_venv, "VENV_PYTHON", venv_python)
+    execs: list[tuple[str, list[str]]] = []
+
+    def execv(path: str, argv: list[str]) -> None:  # os.execv does not return: the process is replaced
+        execs.append((path, argv))
+        raise SystemExit(0)
+
+    monkeypatch.setattr("os.execv", execv)
+    with pytest.raises(SystemExit):
+        bench_venv.use_project_venv("json", "no_such_module_for_kaitoctl")  # type: ignore[attr-defined]
+    assert execs == [(str(venv_python), [str(venv_python), "bench/bench_status.py", "--repeat", "1"])]
+    assert "no_such_module_for_kaitoctl not installed" in capsys.readouterr().err
+
+
+def test_a_benchmark_without_any_venv_says_what_to_run(
+        bench_venv: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(bench_venv, "VENV_PYTHON", tmp_path / "nothing" / "python")
+    with pytest.raises(SystemExit) as info:
+        bench_venv.use_project_venv("no_such_module_for_kaitoctl")  # type: ignore[attr-defined]
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert "bench_status.py needs no_such_module_for_kaitoctl" in err
+    assert "hint: run `make bench`" in err and ".venv/bin/python bench/bench_status.py" in err
+    bench_venv.use_project_venv("json")  # what is installed: nothing to do
