@@ -275,8 +275,35 @@ def api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: O
     return err
 
 
+def not_an_api_server(server: str, what: str, status: int, raw_body: Any) -> ClusterError:
+    """What answered is not a Kubernetes API server: kaitoctl's resources all answer JSON there."""
+    if isinstance(raw_body, bytes):
+        raw_body = raw_body.decode("utf-8", errors="replace")
+    said = " ".join(str(raw_body or "").split())[:200] or "(an empty body)"
+    return ClusterError(
+        f"the server at {server} is not a Kubernetes API server: asked to {what}, it answered HTTP {status} "
+        "with something other than Kubernetes' JSON",
+        details=[f"server said: {said}"],
+        hint="check `clusters[].cluster.server` of the kubeconfig's current context (or pick another with "
+             "--context / --kubeconfig); `kubectl version` shows what answers there",
+    )
+
+
+def _is_kubernetes_status(raw_body: Any) -> bool:
+    """Whether ``raw_body`` is a JSON ``Status`` object, as every error of the API server is for these resources."""
+    try:
+        data = json.loads(raw_body) if raw_body else None
+    except (TypeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == "Status"
+
+
 def _api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: Optional[str],
                namespace: Optional[str], server: str, reason: str) -> ClusterError:
+    if status == 404 and not _is_kubernetes_status(raw_body):
+        # The API server answers a missing object with a NotFound Status; a bare 404 (an HTML page,
+        # "404 page not found") means the path is not served: not a Kubernetes API, or a wrong URL prefix.
+        return not_an_api_server(server, f"{verb} {spec.resource}{_where(name, namespace)}", status, raw_body)
     body = _status_body(raw_body)
     server_msg = body.get("message") or reason or "no message"
     what = f"{verb} {spec.resource}{_where(name, namespace)}"
@@ -446,7 +473,11 @@ class Kube:
             return {}
         if verb == "log":
             return data
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise not_an_api_server(self.server, f"{verb} {spec.resource}{_where(name, namespace)}", resp.status,
+                                    data) from None
 
     def _ns(self, namespace: Optional[str]) -> str:
         return namespace or self.namespace

@@ -480,6 +480,9 @@ def delete_command(
     kubeconfig: KubeconfigOption = None,
     no_wait: NoWaitOption = False,
     timeout: TimeoutOption = "5m",
+    ignore_not_found: Annotated[bool, typer.Option(
+        "--ignore-not-found", help="A workspace that does not exist (e.g. already deleted) is not an error: exit 0, "
+                                   "as kubectl delete --ignore-not-found.")] = False,
 ) -> None:
     """Delete exactly the objects kaitoctl created for a workspace (found by its labels).
 
@@ -504,7 +507,8 @@ def delete_command(
         targets.append((name or "", namespace or kube.namespace))
     ui = ConsoleUI()
     for ws_name, ns in targets:
-        delete_workspace(kube, ws_name, ns, wait=wait, timeout_s=timeout_s, report=ui.result)
+        delete_workspace(kube, ws_name, ns, wait=wait, timeout_s=timeout_s, report=ui.result,
+                         ignore_not_found=ignore_not_found)
         if wait:
             ui.step(f"the pods of {ns}/{ws_name} are gone")
 
