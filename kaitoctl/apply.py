@@ -30,6 +30,7 @@ from kaitoctl.history import (ANNOTATION_REVISION, LABEL_TEMPLATE_HASH, MANAGED_
                               WORKSPACE_LABEL, canonical_json)
 from kaitoctl.plan import Plan
 from kaitoctl.preflight import PreflightReport
+from kaitoctl.registry import PresetImage, preset_image
 from kaitoctl.rollout import RolloutStatus
 from kaitoctl.workspace import Workspace
 
@@ -261,13 +262,17 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     kind = workload_of(first)["kind"]
     state = read_cluster(kube, ws, namespace, preflight=not opts.skip_preflight, ui=ui)
     live = state.workload
+    image = preset_image(ws, opts.registry, live)
 
     report: Optional[PreflightReport] = None
     if opts.skip_preflight:
         plan = default_plan(ws)
         ui.warn(f"preflight skipped: {plan.strategy} from the catalog, not checked against the nodes")
+        if image is not None and image.registry is None:
+            raise PreflightFailed(f"cannot apply workspace {namespace}/{name}: nothing was applied",
+                                  details=[image.problem()])
     else:
-        report = _check(ws, first, state, namespace)
+        report = _check(ws, first, state, namespace, image)
         ui.preflight(report)
         if not report.ok:
             raise PreflightFailed(
@@ -284,7 +289,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     # the cluster's free GPUs, a newer kaitoctl) updates objects under the same revision.
     revision = hist.revision_of(live) if same_workspace else \
         max(hist.revision_of(live), state.history.latest if state.history else 0) + 1
-    objs = stamp(render_workspace(ws, plan, registry=opts.registry), revision)
+    objs = stamp(render_workspace(ws, plan, registry=image.registry if image else opts.registry), revision)
     result = ApplyResult(name=name, namespace=namespace, revision=revision, strategy=plan.strategy,
                          dry_run=opts.dry_run)
 
@@ -366,16 +371,24 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     return result
 
 
-def _check(ws: Workspace, first: list[dict[str, Any]], state: ClusterState, namespace: str) -> PreflightReport:
+def _check(ws: Workspace, first: list[dict[str, Any]], state: ClusterState, namespace: str,
+           image: Optional[PresetImage]) -> PreflightReport:
     from kaitoctl import preflight as pf
 
     workload = workload_of(first)
-    return pf.check(ws, workload["spec"]["template"]["spec"], state.nodes, state.pods, namespace=namespace,
-                    distributed=workload["kind"] == "StatefulSet", secrets=state.secrets,
-                    pods_complete=state.pods_complete)
+    report = pf.check(ws, workload["spec"]["template"]["spec"], state.nodes, state.pods, namespace=namespace,
+                      distributed=workload["kind"] == "StatefulSet", secrets=state.secrets,
+                      pods_complete=state.pods_complete)
+    if image is not None:  # where the pods pull the preset image from, or why they could not
+        if image.registry is None:
+            report.problems.append(image.problem())
+        else:
+            report.image = image.describe()
+    return report
 
 
-def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui: ApplyUI) -> PreflightReport:
+def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui: ApplyUI,
+                     registry: Optional[str] = None) -> PreflightReport:
     """The preflight alone (``kaitoctl preflight``): reads the cluster, writes nothing."""
     from kaitoctl.plan import default_plan
     from kaitoctl.render import render_workspace
@@ -384,7 +397,7 @@ def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui
     ws = with_namespace(ws, namespace)
     first = render_workspace(ws, default_plan(ws))
     state = read_cluster(kube, ws, namespace, preflight=True, ui=ui)
-    return _check(ws, first, state, namespace)
+    return _check(ws, first, state, namespace, preset_image(ws, registry, state.workload))
 
 
 def rollback_target(history: hist.History, failed: int, previous: dict[str, Any],

@@ -199,6 +199,7 @@ class PreflightReport:
     plan: Plan
     surge_fits: bool
     pods_of_workspace: int                    # non-terminated pods of the workspace now
+    image: str = ""                           # "preset image R/x:t (registry from ...)": where pods pull from
 
     @property
     def ok(self) -> bool:
@@ -222,6 +223,7 @@ class PreflightReport:
             "strategy": self.plan.strategy,
             "strategyReason": self.plan.reason,
             "surgeFits": self.surge_fits,
+            "image": self.image or None,
         }
 
     def surge_summary(self) -> list[str]:

@@ -37,3 +37,10 @@ StrictOption = Annotated[
     bool,
     typer.Option("--strict", help="Treat warnings as errors."),
 ]
+RegistryOption = Annotated[
+    Optional[str],
+    typer.Option("--registry", metavar="REGISTRY",
+                 help="Registry the pods pull the public preset images from, where you pushed them (default: "
+                      "$KAITOCTL_PRESET_REGISTRY, else the running workload's; nothing is published at "
+                      "ghcr.io/kaitoctl)."),
+]

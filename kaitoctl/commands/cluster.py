@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from kaitoctl.commands._options import (ContextOption, KubeconfigOption, NamespaceOption, OptionalFileOption,
-                                        FileOption)
+                                        FileOption, RegistryOption)
 from kaitoctl.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -201,6 +201,8 @@ def print_preflight(report: "PreflightReport", console: Any) -> None:
         print_table(table, console)
     if report.unmatched_nodes:
         console.print(f"({report.unmatched_nodes} other node(s) do not match the labelSelector)", markup=False)
+    if report.image:
+        console.print(report.image, markup=False, highlight=False)
     for problem in report.problems:
         console.print(f"✗ {problem}", markup=False, highlight=False)
     for warning in report.warnings:
@@ -233,9 +235,7 @@ def apply_command(
     no_rollback: NoRollbackOption = False,
     output: Annotated[Optional[ObjectsFormat], typer.Option("-o", "--output", help="Also print the objects "
                                                              "(as sent, or as the server returned them).")] = None,
-    registry: Annotated[Optional[str], typer.Option("--registry", help="Registry of the public preset images "
-                                                    "(default: $KAITOCTL_PRESET_REGISTRY, else ghcr.io/kaitoctl).")]
-    = None,
+    registry: RegistryOption = None,
     strict: ValidationStrictOption = False,
 ) -> None:
     """Validate, preflight, server-side apply and watch the rollout of each Workspace in FILE.
@@ -282,6 +282,7 @@ def preflight_command(
     kubeconfig: KubeconfigOption = None,
     output: ReportOutputOption = ReportFormat.table,
     strict: ValidationStrictOption = False,
+    registry: RegistryOption = None,
 ) -> None:
     """Check, without writing anything, that the cluster can run each Workspace in FILE.
 
@@ -297,7 +298,7 @@ def preflight_command(
     workspaces = load_workspaces(filename, strict=strict)
     kube = connect(kubeconfig, context, namespace)
     ui = ConsoleUI(preflight_table=False)
-    reports = [preflight_report(kube, ws, namespace, ui) for ws in workspaces]
+    reports = [preflight_report(kube, ws, namespace, ui, registry) for ws in workspaces]
     if output is ReportFormat.table:
         for report in reports:
             print_preflight(report, stdout_console())

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from kaitoctl.commands._options import FileOption, StrictOption
+from kaitoctl.commands._options import FileOption, RegistryOption, StrictOption
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from kaitoctl.loader import Finding
@@ -30,13 +30,7 @@ def render_command(
     filename: FileOption,
     output: Annotated[RenderFormat, typer.Option("-o", "--output", help="yaml (a --- stream) or json (a v1 List).")]
     = RenderFormat.yaml,
-    registry: Annotated[
-        Optional[str],
-        typer.Option(
-            "--registry",
-            help="Registry of the public preset images (default: $KAITOCTL_PRESET_REGISTRY, else ghcr.io/kaitoctl).",
-        ),
-    ] = None,
+    registry: RegistryOption = None,
     strict: StrictOption = False,
 ) -> None:
     """Print the Kubernetes objects for each Workspace in FILE (no cluster needed).
@@ -47,6 +41,7 @@ def render_command(
     """
     from kaitoctl.output import emit
     from kaitoctl.plan import default_plan
+    from kaitoctl.registry import preset_image
     from kaitoctl.render import render_workspace
     from kaitoctl.validate import load_workspaces
 
@@ -55,6 +50,11 @@ def render_command(
         plan = default_plan(ws)
         if plan.reason:
             print(f"# {ws.name}: {plan.strategy}: {plan.reason}", file=sys.stderr)
+        image = preset_image(ws, registry)
+        if image is not None:  # where the pods would pull from; never a silent default
+            print(f"# {ws.name}: " + (image.describe() if image.registry else
+                  f"{image.image} is a placeholder: {image.problem()}; `kaitoctl apply` refuses it"),
+                  file=sys.stderr)
         objects.extend(render_workspace(ws, plan, registry=registry))
     emit(objects, output.value)
 

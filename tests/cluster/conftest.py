@@ -21,7 +21,7 @@ MODEL_IMAGE = "ghcr.io/kaitoctl/kaitoctl-falcon-7b:0.1.0"
 
 def kaitoctl_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAITOCTL_")}
-    env.update(KUBECONFIG=os.devnull, NO_COLOR="1", COLUMNS="200", PYTHONUNBUFFERED="1")
+    env.update(KUBECONFIG=os.devnull, NO_COLOR="1", COLUMNS="200", PYTHONUNBUFFERED="1", KAITOCTL_PRESET_REGISTRY="ghcr.io/kaitoctl")
     return env
 
 

@@ -4,6 +4,7 @@ a kubeconfig that reaches something that is not a Kubernetes API."""
 from __future__ import annotations
 
 import http.server
+import subprocess
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -12,7 +13,7 @@ import pytest
 
 from kaitoctl.cli import main
 
-from .conftest import adapter, gpu_node, workspace_doc
+from .conftest import ROOT, adapter, gpu_node, kaitoctl_env, workspace_doc, writes
 
 LONG = "a-rather-long-adapter-name-that-people-type"
 
@@ -113,3 +114,41 @@ def test_a_server_that_is_not_a_kubernetes_api_is_named_as_such(
     assert "is not a Kubernetes API server: asked to list deployments.apps" in err
     assert "server said: <html>" in err
     assert "hint: check `clusters[].cluster.server`" in err
+
+
+def _without_registry(kaitoctl, *args: str) -> "subprocess.CompletedProcess[str]":
+    """`kaitoctl ARGS` as a newcomer runs it: KAITOCTL_PRESET_REGISTRY not set."""
+    env = {k: v for k, v in kaitoctl_env().items() if k != "KAITOCTL_PRESET_REGISTRY"}
+    return subprocess.run(kaitoctl.argv(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
+                          check=False)
+
+
+def test_apply_and_preflight_refuse_a_preset_image_without_a_registry_and_say_the_fix(sim, kaitoctl, write_ws):
+    gpu_node(sim)
+    path = write_ws()
+    for args in (("preflight", "-f", path), ("apply", "-f", path), ("apply", "-f", path, "--skip-preflight")):
+        refused = _without_registry(kaitoctl, *args)
+        assert refused.returncode == 5, refused.stderr
+        assert ("no registry is set for the preset image kaitoctl-falcon-7b:0.1.0: nothing is published at the "
+                "default ghcr.io/kaitoctl" in refused.stdout + refused.stderr)
+        assert "pass --registry R or export KAITOCTL_PRESET_REGISTRY=R" in refused.stdout + refused.stderr
+    assert writes(sim) == []  # nothing half-applied
+
+
+def test_the_registry_is_said_and_updates_keep_pulling_from_where_apply_did(sim, kaitoctl, write_ws):
+    gpu_node(sim)
+    path = write_ws(workspace_doc("falcon", adapters=[adapter("a", strength="0.5")]))
+    checked = _without_registry(kaitoctl, "preflight", "-f", path, "--registry", "reg.example.com/team")
+    assert checked.returncode == 0, checked.stderr
+    assert "preset image reg.example.com/team/kaitoctl-falcon-7b:0.1.0 (registry from --registry)" in checked.stdout
+    applied = _without_registry(kaitoctl, "apply", "-f", path, "--registry", "reg.example.com/team",
+                                "--timeout", "60s")
+    assert applied.returncode == 0, applied.stderr
+    assert "preset image reg.example.com/team/kaitoctl-falcon-7b:0.1.0 (registry from --registry)" in applied.stderr
+
+    updated = _without_registry(kaitoctl, "adapters", "update", "falcon", "--strength", "a=0.8", "--timeout", "60s")
+    assert updated.returncode == 0, updated.stderr
+    assert ("preset image reg.example.com/team/kaitoctl-falcon-7b:0.1.0 (registry from the running workload)"
+            in updated.stderr)
+    containers = sim.get("Deployment", "default", "falcon")["spec"]["template"]["spec"]["containers"]
+    assert containers[0]["image"] == "reg.example.com/team/kaitoctl-falcon-7b:0.1.0"

@@ -186,3 +186,25 @@ def test_a_benchmark_without_any_venv_says_what_to_run(
     assert "bench_status.py needs no_such_module_for_kaitoctl" in err
     assert "hint: run `make bench`" in err and ".venv/bin/python bench/bench_status.py" in err
     bench_venv.use_project_venv("json")  # what is installed: nothing to do
+
+
+def test_validate_and_render_say_when_no_registry_is_set_for_the_preset_image(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.delenv("KAITOCTL_PRESET_REGISTRY", raising=False)
+    problem = ("no registry is set for the preset image kaitoctl-falcon-7b:0.1.0: nothing is published at the "
+               "default ghcr.io/kaitoctl, so the pods could not pull it; build and push the preset images "
+               "(docker/build-presets.sh --push --registry R; docs/docker.md), then pass --registry R or export "
+               "KAITOCTL_PRESET_REGISTRY=R")
+    code, out, err = run(["validate", "-f", "examples/falcon-7b.yaml"], capsys)
+    assert code == 0 and out.startswith("workspace/workspace-falcon-7b valid")
+    assert f"kaitoctl: workspace-falcon-7b: note: {problem}; `kaitoctl apply` refuses it until then" in err
+
+    code, out, err = run(["render", "-f", "examples/falcon-7b.yaml"], capsys)
+    assert code == 0 and "image: ghcr.io/kaitoctl/kaitoctl-falcon-7b:0.1.0" in out
+    assert (f"# workspace-falcon-7b: ghcr.io/kaitoctl/kaitoctl-falcon-7b:0.1.0 is a placeholder: {problem}; "
+            "`kaitoctl apply` refuses it") in err.splitlines()
+
+    code, out, err = run(["render", "-f", "examples/falcon-7b.yaml", "--registry", "reg.example.com/t"], capsys)
+    assert code == 0 and "image: reg.example.com/t/kaitoctl-falcon-7b:0.1.0" in out
+    assert ("# workspace-falcon-7b: preset image reg.example.com/t/kaitoctl-falcon-7b:0.1.0 (registry from "
+            "--registry)") in err.splitlines()

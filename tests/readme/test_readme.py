@@ -153,7 +153,8 @@ def free_port() -> int:
 def command_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAITOCTL_")}
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", NO_COLOR="1", COLUMNS="200", PYTHONUNBUFFERED="1",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", KUBECONFIG=os.devnull)
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", KUBECONFIG=os.devnull,
+               KAITOCTL_PRESET_REGISTRY="myregistry.azurecr.io/kaitoctl")  # README: "export KAITOCTL_PRESET_REGISTRY=R"
     env.update(extra)
     return env
 
