@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh clone; each installs what it needs first.
 #   make demo   serve a tiny random-weight model with a LoRA adapter locally and curl it
 #   make test   run the test suite (what CI runs)
-# and: make demo-serve (keep the demo server running), make bench, make clean
+# and: make demo-serve (keep the demo server running), make bench, make newcomer, make clean
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo demo-serve test bench clean
+.PHONY: install demo demo-serve test bench newcomer clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,16 @@ test: install
 
 bench: install
 	$(PY) bench/run_all.py
+
+# What a newcomer gets from the README's CLI-only `pip install .` (no torch) in a fresh virtualenv:
+# the offline commands, and `kaitoctl demo` / `serve` exiting 8 with the fix (.ci/newcomer). CI runs it.
+NEWCOMER_VENV ?= $(or $(TMPDIR),/tmp)/kaitoctl-newcomer-venv
+newcomer:
+	rm -rf $(NEWCOMER_VENV)
+	python3 -m venv $(NEWCOMER_VENV)
+	$(NEWCOMER_VENV)/bin/python -m pip --disable-pip-version-check -q install .
+	bash .ci/newcomer $(NEWCOMER_VENV)/bin
+	rm -rf $(NEWCOMER_VENV)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .demo
