@@ -19,7 +19,8 @@ OptionalFileOption = Annotated[
 ]
 NamespaceOption = Annotated[
     Optional[str],
-    typer.Option("-n", "--namespace", metavar="NAMESPACE", help="Namespace (default: the workspace's, else the context's)."),
+    typer.Option("-n", "--namespace", metavar="NAMESPACE",
+                 help="Namespace (default: the workspace's, else the context's)."),
 ]
 ContextOption = Annotated[
     Optional[str],
@@ -27,7 +28,8 @@ ContextOption = Annotated[
 ]
 KubeconfigOption = Annotated[
     Optional[Path],
-    typer.Option("--kubeconfig", metavar="PATH", help="Path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)."),
+    typer.Option("--kubeconfig", metavar="PATH",
+                 help="Path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)."),
 ]
 OutputOption = Annotated[
     OutputFormat,

@@ -542,8 +542,10 @@ $ not an output block: it has an info string
 """
     outputs = output_blocks(text, README)
     assert [(o.command, o.cluster) for o in outputs] == [("kaitoctl status -n llm", True), ("kaitoctl demo", False)]
-    assert outputs[0].expected == ("NAME  AGE  ENDPOINT", "w     3s   10.96.0.1:80", "$ not a command: it follows output")
-    assert output_matches(["NAME AGE ENDPOINT", "w 3s 10.96.0.1:80"], ["NAME    AGE  ENDPOINT", "w       12s  10.96.7.9:80"])
+    assert outputs[0].expected == ("NAME  AGE  ENDPOINT", "w     3s   10.96.0.1:80",
+                                   "$ not a command: it follows output")
+    assert output_matches(["NAME AGE ENDPOINT", "w 3s 10.96.0.1:80"],
+                          ["NAME    AGE  ENDPOINT", "w       12s  10.96.7.9:80"])
     assert not output_matches(["NAME AGE ENDPOINT", "w 3s 10.96.0.1:80"], ["NAME AGE ENDPOINT", "v 3s 10.96.0.1:80"])
     assert output_matches(list(outputs[1].expected), ["a", "b", "done at 2026-12-01T00:00:00Z after 12.5s, with more"])
     assert not output_matches(list(outputs[1].expected), ["done at 2026-12-01T00:00:00Z after 1s", "one more line"])
