@@ -7,6 +7,12 @@
 
 Merging on the CPU, before the move, means the GPU only ever holds the merged
 base weights: no LoRA modules, no per-token adapter cost, no second copy.
+
+Under torchrun with more than one process (``WORLD_SIZE`` > 1) the model is
+loaded with transformers' tensor-parallel plan instead: each rank reads only its
+slice of every split weight, straight onto its device (its GPU, or the CPU),
+and the merge adds each adapter's delta to that slice (see ``distributed.py``
+and ``merge.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Optional
 
 from .adapters import LoraAdapter, load_adapter, read_adapter_config
 from .config import ServerConfig
+from .distributed import World, init_group
 from .engine import Engine
 from .errors import ConfigError, StartupError
 from .merge import merge_adapters
@@ -72,6 +79,11 @@ def load_served_model(config: ServerConfig) -> ServedModel:
 
     hf_logging.disable_progress_bar()
     device = _resolve_device(config.device)
+    world = World.from_env()
+    split: dict[str, Any] = {}
+    if world.distributed:
+        init_group(device)
+        split = {"tp_plan": "auto"}
     stored = _stored_dtype(raw_config)
     serving = _serving_dtype(config.dtype, device, stored)
     active = [ref for ref in refs if ref.strength != 0]
@@ -91,6 +103,7 @@ def load_served_model(config: ServerConfig) -> ServedModel:
             trust_remote_code=config.trust_remote_code,
             local_files_only=True,
             **{_dtype_kwarg(): load_dtype},
+            **split,
         )
     except (OSError, ValueError, KeyError, ImportError) as err:
         hint = "" if config.trust_remote_code else " (if the model needs custom code, set KAITOCTL_TRUST_REMOTE_CODE=true)"
@@ -118,7 +131,11 @@ def load_served_model(config: ServerConfig) -> ServedModel:
     if model.dtype != serving:
         model.to(serving)
     try:
-        device_desc, input_device = _place(model, device)
+        if world.distributed:  # each shard is on its device already
+            input_device = model.get_input_embeddings().weight.device
+            device_desc = f"{input_device} (tensor-parallel rank {world.rank} of {world.world_size})"
+        else:
+            device_desc, input_device = _place(model, device)
     except torch.cuda.OutOfMemoryError:
         size = sum(p.numel() * p.element_size() for p in model.parameters())
         raise StartupError(
