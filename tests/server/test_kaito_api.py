@@ -29,7 +29,7 @@ def test_root_and_health(client):
     assert client.get("/").json == {"message": "Server is running"}
     for path in ("/health", "/healthz"):
         response = client.get(path)
-        assert (response.status_code, response.json) == (200, {"status": "Healthy"})
+        assert (response.status_code, response.json) == (200, {"status": "Healthy", "rank": 0, "world_size": 1})
 
 
 def test_chat_with_prompt_returns_the_prompt_and_the_continuation(client, served):

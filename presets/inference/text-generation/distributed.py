@@ -291,3 +291,52 @@ def follow(runner: Any, group: Any, state: FollowerState,
             state.status, state.detail = "failed", f"{method} failed: {type(err).__name__}: {err}"
             log.exception("rank %d: %s", state.world.rank, state.detail)
             return 1
+
+
+def _serve_health(bind: str, app: Any) -> None:
+    """Serve ``app`` (health and metrics only) on ``bind`` from a daemon thread."""
+    from werkzeug.serving import make_server
+
+    host, _, port = bind.rpartition(":")
+    server = make_server(host or "0.0.0.0", int(port), app, threaded=True)
+    threading.Thread(target=server.serve_forever, name="kaitoctl-health", daemon=True).start()
+    log.info("rank %s: /health on %s", getattr(app, "name", "?"), bind)
+
+
+def run_follower(config: Any, world: World) -> int:
+    """A rank > 0: load this rank's slice, then replay rank 0's calls until the group ends.
+
+    The first process of each node (LOCAL_RANK 0) also serves /health on
+    ``KAITOCTL_BIND`` so the pod's probes see whether this rank is loaded and
+    hears from rank 0.
+    """
+    import signal
+    import sys
+
+    from .app import create_standby_app
+    from .errors import StartupError
+    from .loader import load_served_model
+    from .logs import configure_logging
+    from .runner import BatchRunner
+
+    configure_logging()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    state = FollowerState(world)
+    stale_after = timeout_seconds()
+    if world.local_rank == 0:
+        _serve_health(config.bind, create_standby_app(world.rank, world.world_size,
+                                                      lambda: state.health(stale_after)))
+    try:
+        served = load_served_model(config)
+    except StartupError as err:
+        state.status, state.detail = "failed", str(err)
+        log.error("rank %d: cannot start: %s", world.rank, err)
+        return 3
+    group = init_group(_device_type(served.model))
+    runner = BatchRunner(served.model, served.model.get_input_embeddings().weight.device)
+    log.info("rank %d of %d: following rank 0", world.rank, world.world_size)
+    return follow(runner, group, state)
+
+
+def _device_type(model: Any) -> str:
+    return "cuda" if model.get_input_embeddings().weight.device.type == "cuda" else "cpu"

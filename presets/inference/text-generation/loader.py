@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from .adapters import LoraAdapter, load_adapter, read_adapter_config
 from .config import ServerConfig
-from .distributed import World, init_group
+from .distributed import RankZeroRunner, World, heartbeat_seconds, init_group, timeout_seconds
 from .engine import Engine
 from .errors import ConfigError, StartupError
 from .merge import merge_adapters
@@ -59,6 +59,7 @@ class ServedModel:
     move_seconds: float = 0.0
     created: int = 0
     warnings: list[str] = field(default_factory=list)
+    group: Optional[RankZeroRunner] = None  # rank 0 of a tensor-parallel job: the broadcasting runner
 
     @property
     def has_chat_template(self) -> bool:
@@ -144,10 +145,17 @@ def load_served_model(config: ServerConfig) -> ServedModel:
         ) from None
     move_seconds = time.perf_counter() - started
 
+    group: Optional[RankZeroRunner] = None
+    if world.distributed and world.rank == 0:  # rank 0 drives the others through its runner
+        from .runner import BatchRunner
+
+        group = RankZeroRunner(BatchRunner(model, input_device), init_group(device), world,
+                               heartbeat=heartbeat_seconds(), stale_after=timeout_seconds())
     served = ServedModel(
         model=model,
         tokenizer=tokenizer,
-        engine=Engine(model, tokenizer, input_device),
+        engine=Engine(model, tokenizer, input_device, runner=group) if group else Engine(model, tokenizer, input_device),
+        group=group,
         config=config,
         model_name=config.model_name or _model_name(model_dir, raw_config),
         architecture=type(model).__name__,
