@@ -67,3 +67,11 @@ def test_sharded_merge_equals_the_unsharded_merge(tiny, tmp_path):
                            expected["model.layers.0.self_attn.o_proj.weight"])
     assert not torch.equal(base.get_submodule("model.layers.1.mlp.down_proj").weight,
                            expected["model.layers.1.mlp.down_proj.weight"])
+
+
+def test_a_process_count_that_does_not_divide_the_heads_is_refused_before_loading(tiny, monkeypatch):
+    from kaitoctl_server.errors import StartupError
+
+    monkeypatch.setenv("WORLD_SIZE", "3")  # the tiny Llama has 4 heads
+    with pytest.raises(StartupError, match=r"4 attention heads and 4 key/value heads.*WORLD_SIZE=3.*: 1, 2, 4$"):
+        load_served_model(ServerConfig(model_dir=str(tiny.llama)))

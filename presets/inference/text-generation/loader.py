@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,9 @@ def load_served_model(config: ServerConfig) -> ServedModel:
     """Load, merge, cast and place the model described by ``config``; raise ``StartupError`` on any problem."""
     model_dir = Path(config.model_dir)
     raw_config = _read_model_config(model_dir)
+    world = World.from_env()
+    if world.distributed:
+        _check_split(model_dir, raw_config, world.world_size)
     refs = config.adapter_refs()
     for ref in refs:  # cheap checks first: fail in milliseconds, not after loading the model
         read_adapter_config(ref)
@@ -80,7 +84,6 @@ def load_served_model(config: ServerConfig) -> ServedModel:
 
     hf_logging.disable_progress_bar()
     device = _resolve_device(config.device)
-    world = World.from_env()
     split: dict[str, Any] = {}
     if world.distributed:
         init_group(device)
@@ -207,6 +210,23 @@ def _read_model_config(model_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StartupError(f"{path} must hold a JSON object")
     return data
+
+
+def _check_split(model_dir: Path, raw_config: dict[str, Any], processes: int) -> None:
+    """Tensor parallelism splits attention by heads: the process count must divide both head counts."""
+    heads = raw_config.get("num_attention_heads")
+    kv_heads = raw_config.get("num_key_value_heads") or heads
+    if not isinstance(heads, int) or not isinstance(kv_heads, int):
+        raise StartupError(f"{model_dir}/config.json has no num_attention_heads: kaitoctl cannot split this model "
+                           f"over WORLD_SIZE={processes} processes; serve it with one process")
+    if heads % processes or kv_heads % processes:
+        common = math.gcd(heads, kv_heads)
+        fits = ", ".join(str(d) for d in range(1, common + 1) if common % d == 0)
+        raise StartupError(
+            f"the model in {model_dir} has {heads} attention heads and {kv_heads} key/value heads, which cannot be "
+            f"split evenly over WORLD_SIZE={processes} processes (tensor parallel); run a number of processes "
+            f"that divides both: {fits}"
+        )
 
 
 def _resolve_device(choice: str) -> str:
