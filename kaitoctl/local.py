@@ -272,6 +272,7 @@ class LocalOptions:
     api_key: Optional[str] = None
     max_tokens: int = 4096
     allow_pickled_adapters: bool = False
+    nproc: int = 1  # > 1: the model split over this many processes (tensor parallel), as distributed pods run it
 
     @property
     def bind(self) -> str:
@@ -387,6 +388,10 @@ def serve_plan(plan: LocalPlan, options: LocalOptions, *,
     except ImportError as err:
         raise ServeError(f"the inference server is not installed ({err})",
                          hint="install it with: pip install 'kaitoctl[server]'") from None
+    if options.nproc > 1:
+        problem = plan.preset.tensor_parallel_problem(options.nproc)
+        if problem:
+            raise UsageError(f"--nproc {options.nproc}: {problem}")
     try:
         on_gpu = local.serving_device(options.device) == "cuda"
     except StartupError as err:
@@ -404,7 +409,8 @@ def serve_plan(plan: LocalPlan, options: LocalOptions, *,
     url = base_url(options.host, options.port)
     try:
         config = server_config(plan, options, model_dir, dtype)
-        local.run(config, on_ready=lambda served, _bound: on_ready(served, url), stop_event=stop_event)
+        local.run(config, on_ready=lambda served, _bound: on_ready(served, url), stop_event=stop_event,
+                  nproc=options.nproc)
     except StartupError as err:
         raise ServeError(str(err)) from None
 
