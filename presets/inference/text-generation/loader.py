@@ -130,7 +130,7 @@ def load_served_model(config: ServerConfig) -> ServedModel:
     served = ServedModel(
         model=model,
         tokenizer=tokenizer,
-        engine=Engine(model, tokenizer, input_device),
+        engine=Engine(model, tokenizer, input_device, max_batch=config.max_batch, max_queue=config.max_queue),
         config=config,
         model_name=config.model_name or _model_name(model_dir, raw_config),
         architecture=type(model).__name__,
