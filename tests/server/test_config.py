@@ -87,15 +87,31 @@ def test_bad_values_say_which_variable_and_what_to_write(env, needle):
 def test_gunicorn_config_avoids_preload_and_fork_pitfalls(monkeypatch):
     """One gthread worker, no preload (the model loads in the worker), bind from KAITOCTL_BIND."""
     monkeypatch.setenv("KAITOCTL_BIND", "127.0.0.1:7777")
-    monkeypatch.setenv("KAITOCTL_THREADS", "3")
+    monkeypatch.setenv("KAITOCTL_THREADS", "300")
     import kaitoctl_server.gunicorn_conf as conf
 
     conf = importlib.reload(conf)
     assert conf.bind == ["127.0.0.1:7777"]
-    assert (conf.workers, conf.worker_class, conf.threads, conf.preload_app) == (1, "gthread", 3, False)
+    assert (conf.workers, conf.worker_class, conf.threads, conf.preload_app) == (1, "gthread", 300, False)
     assert conf.timeout >= 60 and conf.graceful_timeout > 0
     monkeypatch.delenv("KAITOCTL_BIND")
     assert importlib.reload(conf).bind == ["0.0.0.0:5000"]
+
+
+def test_gunicorn_threads_leave_room_for_probes_beyond_batch_and_queue(monkeypatch):
+    """Every queued or running generation holds a thread: there must be spare ones for /health."""
+    import kaitoctl_server.gunicorn_conf as conf
+
+    monkeypatch.setenv("KAITOCTL_MAX_BATCH", "4")
+    monkeypatch.setenv("KAITOCTL_MAX_QUEUE", "6")
+    monkeypatch.setenv("KAITOCTL_THREADS", "3")  # too few: raised to the minimum
+    assert importlib.reload(conf).threads == 4 + 6 + 8
+    monkeypatch.delenv("KAITOCTL_THREADS")
+    assert importlib.reload(conf).threads == ServerConfig.from_env({"KAITOCTL_MAX_BATCH": "4",
+                                                                   "KAITOCTL_MAX_QUEUE": "6"}).min_threads
+    monkeypatch.delenv("KAITOCTL_MAX_BATCH")
+    monkeypatch.delenv("KAITOCTL_MAX_QUEUE")
+    assert importlib.reload(conf).threads == ServerConfig().min_threads
 
 
 @pytest.fixture()

@@ -28,7 +28,9 @@ _FLAGS = [
     ("--bind", "KAITOCTL_BIND", "host:port (default 0.0.0.0:5000)"),
     ("--model-name", "KAITOCTL_MODEL_NAME", "id shown by /v1/models"),
     ("--max-tokens", "KAITOCTL_MAX_TOKENS", "largest number of new tokens a request may ask for"),
-    ("--threads", "KAITOCTL_THREADS", "gunicorn threads (default 8)"),
+    ("--max-batch", "KAITOCTL_MAX_BATCH", "generations batched together (default 16)"),
+    ("--max-queue", "KAITOCTL_MAX_QUEUE", "generations waiting for the batch before 429 (default 64)"),
+    ("--threads", "KAITOCTL_THREADS", "gunicorn threads (default and minimum: max batch + max queue + 8)"),
 ]
 _SWITCHES = [
     ("--trust-remote-code", "KAITOCTL_TRUST_REMOTE_CODE", "allow the model's own Python code"),

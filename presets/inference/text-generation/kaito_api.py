@@ -25,6 +25,7 @@ from .api_common import (
     now,
     parse,
     read_json_object,
+    start_generations,
     state,
 )
 from .distributed import World
@@ -108,9 +109,9 @@ def chat() -> dict[str, Any]:
     config = generation_config(served, **settings)
     stops = [kwargs.stop_strings] if isinstance(kwargs.stop_strings, str) else list(kwargs.stop_strings or [])
 
-    text, _ = collect(served.engine.stream(ids, config, stop=stops,
-                                           clean_up_tokenization_spaces=req.clean_up_tokenization_spaces),
-                      st.metrics, "/chat", started)
+    [run] = start_generations(served, [dict(prompt_ids=ids, generation_config=config, stop=stops,
+                                            clean_up_tokenization_spaces=req.clean_up_tokenization_spaces)])
+    text, _ = collect(run, st.metrics, "/chat", started)
     if req.messages is None and req.return_full_text:
         text = (req.prompt or "") + text
     return {"Result": text}

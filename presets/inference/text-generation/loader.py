@@ -157,7 +157,8 @@ def load_served_model(config: ServerConfig) -> ServedModel:
     served = ServedModel(
         model=model,
         tokenizer=tokenizer,
-        engine=Engine(model, tokenizer, input_device, runner=group) if group else Engine(model, tokenizer, input_device),
+        engine=Engine(model, tokenizer, input_device, runner=group, max_batch=config.max_batch,
+                      max_queue=config.max_queue, generate_allowed=group is None),
         group=group,
         config=config,
         model_name=config.model_name or _model_name(model_dir, raw_config),
