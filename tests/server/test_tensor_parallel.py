@@ -75,3 +75,190 @@ def test_a_process_count_that_does_not_divide_the_heads_is_refused_before_loadin
     monkeypatch.setenv("WORLD_SIZE", "3")  # the tiny Llama has 4 heads
     with pytest.raises(StartupError, match=r"4 attention heads and 4 key/value heads.*WORLD_SIZE=3.*: 1, 2, 4$"):
         load_served_model(ServerConfig(model_dir=str(tiny.llama)))
+
+
+# --- two "nodes" on this machine: the pods' entry point under torchrun, one process per node ----------
+
+
+class Node:
+    """One torchrun launcher, ``--nnodes=2 --nproc_per_node=1``, running ``python -m kaitoctl_server``."""
+
+    def __init__(self, rank: int, master_port: int, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._log = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+             f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={master_port}",
+             "-m", "kaitoctl_server"],
+            env={**env, "KAITOCTL_BIND": f"127.0.0.1:{self.port}"}, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def health(self) -> tuple[int, dict]:
+        return http("GET", self.url + "/health", timeout=5)
+
+    def kill(self) -> None:
+        """The node dies: its launcher and every process it started (torchrun puts workers in their own sessions)."""
+        import psutil
+
+        try:
+            family = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for process in family:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.proc.wait(timeout=30)
+        self._log.close()
+
+
+def http(method: str, url: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def stream_text(url: str, body: dict, timeout: float = 60) -> tuple[str, list[str]]:
+    """(concatenated text, raw events) of an OpenAI completions stream."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps({**body, "stream": True}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    events, text = [], ""
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        for line in answer:
+            line = line.decode().strip()
+            if not line.startswith("data: "):
+                continue
+            events.append(line[6:])
+            if line[6:] != "[DONE]":
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                text += choices[0].get("text") or ""
+    return text, events
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(check, what: str, nodes: list[Node], timeout: float = 180) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for node in nodes:
+            if node.proc.poll() is not None:
+                pytest.fail(f"a node exited with {node.proc.returncode}:\n{node.log.read_text()[-4000:]}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"not {what} after {timeout}s:\n" + "\n".join(n.log.read_text()[-3000:] for n in nodes))
+
+
+@pytest.fixture()
+def two_nodes(tiny, tmp_path):
+    env = server_env(tiny, TP_ADAPTERS, KAITOCTL_TP_HEARTBEAT="0.5", KAITOCTL_TP_TIMEOUT="30",
+                     KAITOCTL_THREADS="8")
+    master = free_port()
+    nodes = [Node(rank, master, env, tmp_path / f"node{rank}.log") for rank in (0, 1)]
+    try:
+        wait_until(lambda: all(node.health()[0] == 200 for node in nodes), "healthy", nodes)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def reference_app(tiny):
+    from kaitoctl_server.app import create_app
+
+    config = ServerConfig(
+        model_dir=str(tiny.llama),
+        adapters=tuple(AdapterRef(n, str(tiny.adapter(n)), s) for n, s in TP_ADAPTERS.items()),
+    )
+    return create_app(config, served=load_served_model(config)).test_client()
+
+
+GREEDY_CHAT = {"prompt": "Kubernetes schedules pods", "generate_kwargs": {"do_sample": False, "max_new_tokens": 10}}
+GREEDY = {"prompt": "Kubernetes schedules pods", "max_tokens": 10, "temperature": 0}
+
+
+def test_two_nodes_serve_the_merged_model_split_and_a_dead_node_turns_rank_zero_unhealthy(tiny, two_nodes):
+    import concurrent.futures
+    import time
+
+    rank0, rank1 = two_nodes
+    assert rank0.health() == (200, {"status": "Healthy", "rank": 0, "world_size": 2})
+    assert rank1.health() == (200, {"status": "Healthy", "rank": 1, "world_size": 2})
+
+    # Greedy output through /chat, /v1/completions and a stream equals the exactly merged single-process model.
+    reference = reference_app(tiny)
+    expected_chat = reference.post("/chat", json=GREEDY_CHAT).get_json()["Result"]
+    expected = reference.post("/v1/completions", json=GREEDY).get_json()["choices"][0]["text"]
+    assert expected and expected != reference_base_text(tiny)  # the adapters change this continuation
+    assert http("POST", rank0.url + "/chat", GREEDY_CHAT) == (200, {"Result": expected_chat})
+    status, answer = http("POST", rank0.url + "/v1/completions", GREEDY)
+    assert (status, answer["choices"][0]["text"]) == (200, expected)
+    assert stream_text(rank0.url + "/v1/completions", GREEDY)[0] == expected
+
+    # Three concurrent requests (different prompts and lengths, batched together) all correct.
+    bodies = [{"prompt": p, "max_tokens": n, "temperature": 0}
+              for p, n in (("The pod", 12), ("A node with GPUs", 7), ("Adapters merge", 15))]
+    wanted = [reference.post("/v1/completions", json=b).get_json()["choices"][0]["text"] for b in bodies]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda b: http("POST", rank0.url + "/v1/completions", b), bodies))
+    assert [(s, a["choices"][0]["text"]) for s, a in got] == [(200, w) for w in wanted]
+
+    # The other node dies during a long generation: the request in flight ends with a 5xx, no hang,
+    # and rank 0 reports unhealthy within seconds.
+    long = {"prompt": "Kubernetes", "max_tokens": 900, "temperature": 0, "min_tokens": 900}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(http, "POST", rank0.url + "/v1/completions", long, 60)
+        wait_until(lambda: "vllm:num_requests_running 1.0" in metrics(rank0) or in_flight.done(),
+                   "running", [rank0], timeout=60)
+        rank1.kill()
+        killed = time.monotonic()
+        status, answer = in_flight.result(timeout=60)
+    assert status >= 500, answer
+    wait_until(lambda: rank0.health()[0] == 503, "unhealthy", [rank0], timeout=30)
+    status, body = rank0.health()
+    assert body["status"] == "Unhealthy" and (body["rank"], body["world_size"]) == (0, 2)
+    assert "broken" in body["detail"]
+    assert time.monotonic() - killed < 30
+    # New requests fail at once instead of waiting on the dead rank.
+    assert http("POST", rank0.url + "/v1/completions", GREEDY, timeout=30)[0] >= 500
+
+
+def reference_base_text(tiny) -> str:
+    from kaitoctl_server.app import create_app
+
+    config = ServerConfig(model_dir=str(tiny.llama), adapters=())
+    app = create_app(config, served=load_served_model(config)).test_client()
+    return app.post("/v1/completions", json=GREEDY).get_json()["choices"][0]["text"]
+
+
+def metrics(node: Node) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(node.url + "/metrics", timeout=5) as answer:
+        return answer.read().decode()

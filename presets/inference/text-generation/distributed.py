@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -128,6 +129,12 @@ def init_group(device: str) -> Any:
     return _control_group
 
 
+def _why(err: BaseException) -> str:
+    """One short line for an error from a collective (gloo's messages carry a source path and advice)."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(err)).split(". ")[0]
+    return f"{type(err).__name__}: {text}"[:240]
+
+
 def _broadcast(message: Optional[tuple[str, tuple[Any, ...]]], group: Any) -> tuple[str, tuple[Any, ...]]:
     import torch.distributed as dist
 
@@ -204,7 +211,7 @@ class RankZeroRunner:
             except ValueError:
                 raise  # a bad argument, refused before any collective, the same way on every rank
             except Exception as err:
-                self._fail(f"{method} failed on rank 0: {type(err).__name__}: {err}")
+                self._fail(f"{method} failed on rank 0 ({_why(err)})")
                 raise GroupBroken(self.broken) from err
             finally:
                 self._pending_since = None
@@ -216,7 +223,7 @@ class RankZeroRunner:
         try:
             self._send(message, self._group)
         except Exception as err:
-            self._fail(f"the other ranks stopped answering ({type(err).__name__}: {err})")
+            self._fail(f"the other ranks stopped answering ({_why(err)})")
             raise GroupBroken(self.broken) from err
         finally:
             self._last_sent = time.monotonic()
@@ -270,7 +277,7 @@ def follow(runner: Any, group: Any, state: FollowerState,
         try:
             method, args = receive(None, group)
         except Exception as err:  # rank 0 is gone or the group timed out
-            state.status, state.detail = "failed", f"lost rank 0: {type(err).__name__}: {err}"
+            state.status, state.detail = "failed", f"lost rank 0 ({_why(err)})"
             log.error("rank %d: %s", state.world.rank, state.detail)
             return 1
         state.last_message = time.monotonic()
@@ -288,7 +295,7 @@ def follow(runner: Any, group: Any, state: FollowerState,
         except ValueError:
             continue  # refused on rank 0 too, before any collective
         except Exception as err:
-            state.status, state.detail = "failed", f"{method} failed: {type(err).__name__}: {err}"
+            state.status, state.detail = "failed", f"{method} failed ({_why(err)})"
             log.exception("rank %d: %s", state.world.rank, state.detail)
             return 1
 
