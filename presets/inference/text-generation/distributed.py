@@ -27,6 +27,7 @@ rendezvous brings them back together.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -167,6 +168,7 @@ class RankZeroRunner:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="kaitoctl-tp-heartbeat", daemon=True)
         self._thread.start()
+        atexit.register(self.stop)  # rank 0 shutting down (SIGTERM): the other ranks end with exit code 0
 
     @property
     def rows(self) -> int:
@@ -195,6 +197,8 @@ class RankZeroRunner:
 
     def stop(self) -> None:
         """Tell the other ranks to exit their loops (a clean shutdown of rank 0)."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         with self._lock:
             if not self.broken:

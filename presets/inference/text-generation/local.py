@@ -196,7 +196,9 @@ def serve_split(config: Any, nproc: int, *, on_ready: Optional[Callable[[Any, st
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                    "-m", "kaitoctl_server"]
         previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
-        child = subprocess.Popen(command, env=env)
+        # Its own session: Ctrl-C reaches this process only, which stops the job with one SIGTERM. The
+        # servers' log (gunicorn's access log included) goes to stderr, like `kaitoctl serve`'s own.
+        child = subprocess.Popen(command, env=env, stdout=sys.stderr, start_new_session=True)
         ready = False
         try:
             while not (stopping.is_set() or (stop_event is not None and stop_event.is_set())):
@@ -208,19 +210,44 @@ def serve_split(config: Any, nproc: int, *, on_ready: Optional[Callable[[Any, st
                     ready = _healthy(url, urllib.request, urllib.error)
                     if ready and on_ready is not None:
                         on_ready(SplitServer(_model_id(url, urllib.request, config.api_key), nproc), url)
-                time.sleep(0.2)
+                time.sleep(0.5)
         except KeyboardInterrupt:
             pass
         finally:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-                try:
-                    child.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+            _stop_job(child)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_job(child: Any) -> None:
+    """Stop the torchrun job as a clean shutdown of its workers, then the launcher if it is still there.
+
+    SIGTERM to rank 0 (its gunicorn stops gracefully and tells the other ranks
+    to end) lets torchrun exit quietly with 0; SIGTERM to torchrun itself makes
+    it print a traceback.
+    """
+    import subprocess
+
+    import psutil
+
+    if child.poll() is not None:
+        return
+    try:
+        workers = psutil.Process(child.pid).children()
+        rank0 = [w for w in workers if w.environ().get("RANK") == "0"]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        rank0 = []
+    try:
+        (rank0[0] if rank0 else psutil.Process(child.pid)).send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        pass
+    for last_resort in (child.terminate, child.kill):
+        try:
+            child.wait(timeout=60)
+            return
+        except subprocess.TimeoutExpired:
+            last_resort()
+    child.wait()
 
 
 def _healthy(url: str, request: Any, error: Any) -> bool:
