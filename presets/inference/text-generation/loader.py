@@ -86,6 +86,10 @@ def load_served_model(config: ServerConfig) -> ServedModel:
     device = _resolve_device(config.device)
     split: dict[str, Any] = {}
     if world.distributed:
+        if device == "cpu" and torch.cuda.is_available():
+            # transformers' tensor-parallel plan always uses the accelerator it finds.
+            raise ConfigError("KAITOCTL_DEVICE=cpu cannot split a model over processes on a machine with GPUs; "
+                              "leave KAITOCTL_DEVICE unset (auto) or hide the GPUs (CUDA_VISIBLE_DEVICES=)")
         init_group(device)
         split = {"tp_plan": "auto"}
     stored = _stored_dtype(raw_config)
@@ -96,7 +100,8 @@ def load_served_model(config: ServerConfig) -> ServedModel:
     load_dtype = serving if (not active or stored == serving) else torch.float32
 
     # Progress for whoever watches the start (pod log, `kaitoctl serve`): a big model takes minutes here.
-    log.info("loading the model from %s on the CPU as %s", model_dir, str(load_dtype).replace("torch.", ""))
+    where = f"split over {world.world_size} processes on {device}" if world.distributed else "on the CPU"
+    log.info("loading the model from %s %s as %s", model_dir, where, str(load_dtype).replace("torch.", ""))
     started = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(
