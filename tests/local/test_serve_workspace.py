@@ -195,10 +195,11 @@ def test_serve_f_nproc_splits_the_model_over_processes_with_the_same_answers(
     assert "tensor-parallel rank 1 of 2" in server.stderr  # the second process loaded its own slice
     curl_lines = [line for line in server.stdout.splitlines() if line.strip().startswith("curl ")]
     assert len(curl_lines) == 2 and '"model": "llama"' in curl_lines[1]
-    assert server.interrupt() == 0
-    assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert server.interrupt() == 0, server.stderr
+    _gone, alive = psutil.wait_procs(processes, timeout=30)
+    assert not alive, server.stderr
     # Rank 0 stopped gracefully and told rank 1 to end: no broken group, no traceback from torchrun.
-    assert "Traceback" not in server.stderr and "broken" not in server.stderr
+    assert "Traceback" not in server.stderr and "broken" not in server.stderr, server.stderr
 
 
 def test_nproc_that_does_not_divide_the_presets_heads_is_a_usage_error(tiny: Tiny, tmp_path: Path) -> None:
