@@ -205,7 +205,9 @@ GREEDY = {"prompt": "Kubernetes schedules pods", "max_tokens": 10, "temperature"
 
 def test_two_nodes_serve_the_merged_model_split_and_a_dead_node_turns_rank_zero_unhealthy(tiny, two_nodes):
     import concurrent.futures
+    import json
     import time
+    import urllib.request
 
     rank0, rank1 = two_nodes
     assert rank0.health() == (200, {"status": "Healthy", "rank": 0, "world_size": 2})
@@ -218,7 +220,8 @@ def test_two_nodes_serve_the_merged_model_split_and_a_dead_node_turns_rank_zero_
     assert expected and expected != reference_base_text(tiny)  # the adapters change this continuation
     assert http("POST", rank0.url + "/chat", GREEDY_CHAT) == (200, {"Result": expected_chat})
     status, answer = http("POST", rank0.url + "/v1/completions", GREEDY)
-    assert (status, answer["choices"][0]["text"]) == (200, expected)
+    assert status == 200, answer
+    assert answer["choices"][0]["text"] == expected
     assert stream_text(rank0.url + "/v1/completions", GREEDY)[0] == expected
 
     # Three concurrent requests (different prompts and lengths, batched together) all correct.
@@ -229,9 +232,21 @@ def test_two_nodes_serve_the_merged_model_split_and_a_dead_node_turns_rank_zero_
         got = list(pool.map(lambda b: http("POST", rank0.url + "/v1/completions", b), bodies))
     assert [(s, a["choices"][0]["text"]) for s, a in got] == [(200, w) for w in wanted]
 
+    # A client that leaves mid-stream: its row leaves the batch on every rank, and the group stays in step.
+    long = {"prompt": "Kubernetes", "max_tokens": 900, "temperature": 0, "min_tokens": 900}
+    leaving = urllib.request.urlopen(urllib.request.Request(
+        rank0.url + "/v1/completions", data=json.dumps({**long, "stream": True}).encode(),
+        headers={"Content-Type": "application/json"}), timeout=60)
+    while not leaving.readline().startswith(b"data: "):
+        pass
+    leaving.close()
+    wait_until(lambda: "vllm:num_requests_running 0.0" in metrics(rank0), "cancelled", [rank0], timeout=60)
+    status, answer = http("POST", rank0.url + "/v1/completions", GREEDY)
+    assert status == 200, answer
+    assert answer["choices"][0]["text"] == expected
+
     # The other node dies during a long generation: the request in flight ends with a 5xx, no hang,
     # and rank 0 reports unhealthy within seconds.
-    long = {"prompt": "Kubernetes", "max_tokens": 900, "temperature": 0, "min_tokens": 900}
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(http, "POST", rank0.url + "/v1/completions", long, 60)
         wait_until(lambda: "vllm:num_requests_running 1.0" in metrics(rank0) or in_flight.done(),
