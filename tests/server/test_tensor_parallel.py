@@ -40,7 +40,27 @@ def server_env(tiny, strengths: dict[str, float], **extra: str) -> dict[str, str
     return env
 
 
-def test_sharded_merge_equals_the_unsharded_merge(tiny, tmp_path):
+def grouped_query_world(tiny, root: Path):
+    """A tiny Llama with 2 key/value heads for 4 query heads (as llama-2-70b: 8 for 64), and a2/a3 made for it."""
+    from types import SimpleNamespace
+
+    from kaitoctl_server.tiny import make_lora_adapter, make_tiny_model
+
+    from .conftest import LLAMA_ADAPTERS
+
+    make_tiny_model(root / "llama", "llama", num_kv_heads=2)
+    for name in TP_ADAPTERS:
+        r, alpha, targets, seed, rslora = LLAMA_ADAPTERS[name]
+        make_lora_adapter(root / "llama", root / "adapters" / name, r=r, alpha=alpha, targets=targets, seed=seed,
+                          use_rslora=rslora)
+    return SimpleNamespace(llama=root / "llama", adapters=root / "adapters",
+                           adapter=lambda name: root / "adapters" / name)
+
+
+@pytest.mark.parametrize("heads", ["multi-head", "grouped-query"])
+def test_sharded_merge_equals_the_unsharded_merge(tiny, tmp_path, heads):
+    if heads == "grouped-query":
+        tiny = grouped_query_world(tiny, tmp_path / "gqa")
     out = tmp_path / "gathered.pt"
     run = torchrun(["--standalone", "--nproc_per_node=2", str(HERE / "tp_shard_dump.py"), str(out)],
                    server_env(tiny, TP_ADAPTERS))
@@ -50,6 +70,8 @@ def test_sharded_merge_equals_the_unsharded_merge(tiny, tmp_path):
         model_dir=str(tiny.llama),
         adapters=tuple(AdapterRef(n, str(tiny.adapter(n)), s) for n, s in TP_ADAPTERS.items()),
     )).model
+    if heads == "grouped-query":
+        assert dumped["weights"]["model.layers.0.self_attn.k_proj.weight"].shape == (32, 64)  # 2 heads of 16
     expected = dict(single.named_parameters())
     assert dumped["weights"].keys() == expected.keys()
     for name, weight in expected.items():
