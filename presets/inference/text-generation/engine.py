@@ -327,6 +327,7 @@ class Engine:
         self._cond = threading.Condition()
         self._waiting: deque[_Request] = deque()
         self._active: list[_Request] = []
+        self._joining: list[_Request] = []  # taken off the queue, being prefilled
         self._serial: Optional[_Request] = None
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
@@ -337,7 +338,7 @@ class Engine:
 
     @property
     def running(self) -> int:
-        return len(self._active) + (1 if self._serial is not None else 0)
+        return len(self._active) + len(self._joining) + (1 if self._serial is not None else 0)
 
     @property
     def waiting(self) -> int:
@@ -457,9 +458,9 @@ class Engine:
                         self._step()
                 except BaseException as err:  # noqa: BLE001 - every request in the batch is told
                     log.error("generation failed: %s: %s", type(err).__name__, err)
-                    for request in self._active + admit:
+                    for request in self._active + self._joining:
                         request.out.put(err)
-                    self._active = []
+                    self._active, self._joining = [], []
                     try:
                         self._runner.clear()
                     except BaseException:  # noqa: BLE001 - the runner is reset on the next add anyway
@@ -490,6 +491,7 @@ class Engine:
             now = time.perf_counter()
             for request in admit:
                 request.admitted_at = now
+            self._joining = admit
             return admit, None
 
     def _admit(self, admit: list[_Request]) -> None:
@@ -497,7 +499,9 @@ class Engine:
         for request in admit:
             request.setup_sampling()
         logits = self._runner.add([request.prompt_ids for request in admit])
-        self._active.extend(admit)
+        with self._cond:
+            self._active = self._active + admit  # one assignment: ``running`` never counts a row twice
+            self._joining = []
         self._sample(admit, logits)
         self._notify(len(admit), sum(len(r.prompt_ids) for r in admit), time.perf_counter() - started, decode=False)
         self._retire()
