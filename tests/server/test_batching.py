@@ -4,15 +4,13 @@ backpressure (429) and the scheduler's metrics."""
 from __future__ import annotations
 
 import dataclasses
-import http.client
 import json
 import threading
 from types import SimpleNamespace
-from urllib.parse import urlparse
 
 import pytest
 
-from .conftest import serving
+from .conftest import open_stream, serving
 
 
 def same_length_prompts(tokenizer, count: int) -> list[list[int]]:
@@ -181,15 +179,6 @@ def wait_until(condition, seconds: float = 60) -> None:
             return
         threading.Event().wait(0.05)
     assert condition()
-
-
-def open_stream(url: str, path: str, body: dict):
-    parts = urlparse(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
-    response = conn.getresponse()
-    assert response.status == 200
-    return conn, response
 
 
 def next_text(response) -> str:

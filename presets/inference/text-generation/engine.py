@@ -529,19 +529,22 @@ class Engine:
                 request.out.put([token])
 
     def _retire(self) -> None:
-        """Drop finished and cancelled rows from the batch."""
-        keep = []
+        """Drop finished and cancelled rows from the batch, then tell the finished requests why they ended."""
+        keep, ended = [], []
         for i, request in enumerate(self._active):
             reason = request.finish_reason()
             if request.cancelled.is_set():
                 continue
             if reason is not None:
-                request.out.put(reason)
+                ended.append((request, reason))
                 continue
             keep.append(i)
         if len(keep) != len(self._active):
             self._runner.keep(keep)
-            self._active = [self._active[i] for i in keep]
+            with self._cond:
+                self._active = [self._active[i] for i in keep]
+        for request, reason in ended:  # after the batch shrank: a caller that sees its end sees it gone
+            request.out.put(reason)
 
     def _notify(self, rows: int, tokens: int, seconds: float, *, decode: bool) -> None:
         now = time.perf_counter()
@@ -565,6 +568,7 @@ class Engine:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
+        end: Any = "length"
         try:
             if request.cancelled.is_set():
                 return
@@ -587,12 +591,13 @@ class Engine:
             if streamer is None:  # beam search cannot stream: hand over the winner at the end
                 self.tokens_generated += len(new_ids)
                 request.out.put(new_ids)
-            request.out.put("stop" if new_ids and new_ids[-1] in request.eos else "length")
+            end = "stop" if new_ids and new_ids[-1] in request.eos else "length"
         except BaseException as err:  # noqa: BLE001 - handed to the request thread, which reports it
-            request.out.put(err)
+            end = err
         finally:
             with self._cond:
                 self._serial = None
+            request.out.put(end)
 
 
 class _QueueStreamer:
