@@ -273,3 +273,34 @@ def test_scheduler_metrics_move(make_client):
     assert metric(after, 'kaitoctl_batch_size_bucket{le="2.0"}') < metric(after, 'kaitoctl_batch_size_bucket{le="4.0"}')
     assert metric(after, "vllm:avg_generation_throughput_toks_per_s") > 0
     assert metric(after, "vllm:num_requests_running") == 0
+
+
+# --- limits on what one request may ask (issue 13) ---------------------------------
+
+
+@pytest.mark.parametrize("stops,needle", [
+    ([f"s{i}" for i in range(17)], "at most 16 stop strings"),
+    (["x" * 257], "at most 256 characters"),
+    ([""], "must not be empty"),
+])
+def test_kaito_stop_strings_are_capped(client, stops, needle):
+    response = client.post("/chat", json={"prompt": "hi", "generate_kwargs": {"max_new_tokens": 2,
+                                                                             "stop_strings": stops}})
+    assert response.status_code == 422
+    detail = response.json["detail"][0]
+    assert detail["loc"] == ["body", "generate_kwargs", "stop_strings"] and needle in detail["msg"]
+
+
+def test_openai_stop_strings_have_the_same_length_cap(client):
+    response = client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2, "stop": ["x" * 257]})
+    assert response.status_code == 400 and "at most 256 characters" in response.json["error"]["message"]
+
+
+def test_completion_prompt_lists_are_capped(client):
+    response = client.post("/v1/completions", json={"prompt": ["hi"] * 33, "max_tokens": 1})
+    assert response.status_code == 400
+    assert response.json["error"]["param"] == "prompt" and "at most 32 prompts" in response.json["error"]["message"]
+    many_ids = client.post("/v1/completions", json={"prompt": [[5, 6]] * 33, "max_tokens": 1})
+    assert many_ids.status_code == 400 and "at most 32 prompts" in many_ids.json["error"]["message"]
+    ok = client.post("/v1/completions", json={"prompt": ["hi"] * 3, "max_tokens": 1})
+    assert ok.status_code == 200 and len(ok.json["choices"]) == 3
