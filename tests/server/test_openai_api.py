@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
-from urllib.parse import urlparse
 
 import pytest
 
-from .conftest import SERVED_STRENGTHS, greedy_ids, serving
+from .conftest import SERVED_STRENGTHS, greedy_ids, open_stream, serving
 
 PROMPT = "The quick brown fox"
 
@@ -186,15 +184,6 @@ def gate(served, monkeypatch):
     monkeypatch.setattr(served.model, "forward", gated)
     yield SimpleNamespace(opened=opened, calls=calls)
     opened.set()
-
-
-def open_stream(live_url: str, path: str, body: dict):
-    url = urlparse(live_url)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
-    response = conn.getresponse()
-    assert response.status == 200
-    return conn, response
 
 
 def next_event(response) -> dict:

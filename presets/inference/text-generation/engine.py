@@ -334,6 +334,7 @@ class Engine:
         self._cond = threading.Condition()
         self._waiting: deque[_Request] = deque()
         self._active: list[_Request] = []
+        self._joining: list[_Request] = []  # taken off the queue, being prefilled
         self._serial: Optional[_Request] = None
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
@@ -344,7 +345,7 @@ class Engine:
 
     @property
     def running(self) -> int:
-        return len(self._active) + (1 if self._serial is not None else 0)
+        return len(self._active) + len(self._joining) + (1 if self._serial is not None else 0)
 
     @property
     def waiting(self) -> int:
@@ -470,9 +471,9 @@ class Engine:
                         self._step()
                 except BaseException as err:  # noqa: BLE001 - every request in the batch is told
                     log.error("generation failed: %s: %s", type(err).__name__, err)
-                    for request in self._active + admit:
+                    for request in self._active + self._joining:
                         request.out.put(err)
-                    self._active = []
+                    self._active, self._joining = [], []
                     try:
                         self._runner.clear()
                     except BaseException:  # noqa: BLE001 - the runner is reset on the next add anyway
@@ -503,6 +504,7 @@ class Engine:
             now = time.perf_counter()
             for request in admit:
                 request.admitted_at = now
+            self._joining = admit
             return admit, None
 
     def _admit(self, admit: list[_Request]) -> None:
@@ -510,7 +512,9 @@ class Engine:
         for request in admit:
             request.setup_sampling()
         logits = self._runner.add([request.prompt_ids for request in admit])
-        self._active.extend(admit)
+        with self._cond:
+            self._active = self._active + admit  # one assignment: ``running`` never counts a row twice
+            self._joining = []
         self._sample(admit, logits)
         self._notify(len(admit), sum(len(r.prompt_ids) for r in admit), time.perf_counter() - started, decode=False)
         self._retire()
@@ -538,19 +542,22 @@ class Engine:
                 request.out.put([token])
 
     def _retire(self) -> None:
-        """Drop finished and cancelled rows from the batch."""
-        keep = []
+        """Drop finished and cancelled rows from the batch, then tell the finished requests why they ended."""
+        keep, ended = [], []
         for i, request in enumerate(self._active):
             reason = request.finish_reason()
             if request.cancelled.is_set():
                 continue
             if reason is not None:
-                request.out.put(reason)
+                ended.append((request, reason))
                 continue
             keep.append(i)
         if len(keep) != len(self._active):
             self._runner.keep(keep)
-            self._active = [self._active[i] for i in keep]
+            with self._cond:
+                self._active = [self._active[i] for i in keep]
+        for request, reason in ended:  # after the batch shrank: a caller that sees its end sees it gone
+            request.out.put(reason)
 
     def _notify(self, rows: int, tokens: int, seconds: float, *, decode: bool) -> None:
         now = time.perf_counter()
@@ -574,6 +581,7 @@ class Engine:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
+        end: Any = "length"
         try:
             if request.cancelled.is_set():
                 return
@@ -596,12 +604,13 @@ class Engine:
             if streamer is None:  # beam search cannot stream: hand over the winner at the end
                 self.tokens_generated += len(new_ids)
                 request.out.put(new_ids)
-            request.out.put("stop" if new_ids and new_ids[-1] in request.eos else "length")
+            end = "stop" if new_ids and new_ids[-1] in request.eos else "length"
         except BaseException as err:  # noqa: BLE001 - handed to the request thread, which reports it
-            request.out.put(err)
+            end = err
         finally:
             with self._cond:
                 self._serial = None
+            request.out.put(end)
 
 
 class _QueueStreamer:

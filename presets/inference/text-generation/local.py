@@ -120,8 +120,12 @@ def run(config: Any, *, on_ready: Optional[Callable[[Any, str], None]] = None,
     check_port_free(host, int(port))
     served = load_served_model(config)
     app = create_app(config, served=served)
-    serve_forever(app, host, int(port), on_ready=None if on_ready is None else (lambda url: on_ready(served, url)),
-                  stop_event=stop_event)
+    try:
+        serve_forever(app, host, int(port), on_ready=None if on_ready is None else (lambda url: on_ready(served, url)),
+                      stop_event=stop_event)
+    finally:
+        # The scheduler thread must not be inside torch while the interpreter finalizes (pytorch#38228).
+        served.engine.close()
 
 
 @dataclass(frozen=True)
