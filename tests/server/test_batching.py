@@ -304,3 +304,53 @@ def test_completion_prompt_lists_are_capped(client):
     assert many_ids.status_code == 400 and "at most 32 prompts" in many_ids.json["error"]["message"]
     ok = client.post("/v1/completions", json={"prompt": ["hi"] * 3, "max_tokens": 1})
     assert ok.status_code == 200 and len(ok.json["choices"]) == 3
+
+
+def test_runner_calls_are_plain_data_and_replay_to_the_same_logits(served):
+    """The contract with the tensor-parallel server: the engine takes a runner (or a factory) from outside,
+    calls it with plain ints and lists only, and replaying the same calls on another runner gives the same
+    logits (what every rank does in lockstep)."""
+    import torch
+
+    from kaitoctl_server.engine import Engine
+    from kaitoctl_server.runner import BatchRunner
+
+    calls, results = [], []
+
+    class Recording:
+        def __init__(self, model, device):
+            self.inner = BatchRunner(model, device)
+
+        @property
+        def rows(self):
+            return self.inner.rows
+
+        def __getattr__(self, name):
+            method = getattr(self.inner, name)
+
+            def call(*args):
+                calls.append((name, args))
+                out = method(*args)
+                results.append(out)
+                return out
+            return call
+
+    eng = Engine(served.model, served.tokenizer, "cpu", runner=Recording, max_batch=3)
+    try:
+        prompts = same_length_prompts(served.tokenizer, 2) + [[7, 8, 9]]
+        runs = eng.submit([dict(prompt_ids=p, generation_config=greedy_config(served, n))
+                           for p, n in zip(prompts, (3, 6, 4))])
+        [text_and_finish(run) for run in runs]
+    finally:
+        eng.close()
+
+    def plain(value):
+        return isinstance(value, int) or (isinstance(value, list) and all(plain(v) for v in value))
+
+    assert {name for name, _ in calls} >= {"add", "step", "keep"}
+    assert all(plain(list(args)) for _, args in calls)
+    replay = BatchRunner(served.model, "cpu")
+    for (name, args), expected in zip(calls, results):
+        got = getattr(replay, name)(*args)
+        if expected is not None:
+            assert torch.equal(got, expected), name

@@ -70,6 +70,13 @@ def start_loading(app: Flask) -> None:
         state.start_loading()
 
 
+def stop_engine(app: Flask) -> None:
+    """Stop the model's scheduler thread (gunicorn's worker_exit calls this), so it is not inside torch at exit."""
+    state = app.extensions.get(EXTENSION)
+    if state is not None and state.served is not None:
+        state.served.engine.close()
+
+
 def _state() -> ServerState:
     from flask import current_app
 

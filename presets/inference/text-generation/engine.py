@@ -315,7 +315,12 @@ class Generation:
 
 
 class Engine:
-    """The model behind a bounded queue and one scheduler thread (see the module docstring)."""
+    """The model behind a bounded queue and one scheduler thread (see the module docstring).
+
+    ``runner``: a ``BatchRunner`` or an object with the same ``add``/``step``/``keep``/``clear`` and
+    ``rows`` (the tensor-parallel server's broadcasting proxy), or a factory ``(model, input_device)
+    -> runner`` called on the scheduler thread; default ``BatchRunner(model, input_device)``.
+    """
 
     def __init__(self, model: Any, tokenizer: Any, input_device: Any, *, runner: Any = None,
                  max_batch: int = DEFAULT_MAX_BATCH, max_queue: int = DEFAULT_MAX_QUEUE,
@@ -456,6 +461,8 @@ class Engine:
             from .runner import BatchRunner
 
             self._runner = BatchRunner(self.model, self.input_device)
+        elif not hasattr(self._runner, "step"):  # a factory: made here, on the thread that will call it
+            self._runner = self._runner(self.model, self.input_device)
         with torch.inference_mode():
             while True:
                 admit, serial = self._next_work()

@@ -64,3 +64,11 @@ def post_worker_init(worker: Any) -> None:
 
     start_loading(worker.wsgi)
 
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """After the last request: stop the scheduler thread before the interpreter finalizes."""
+    from .app import stop_engine
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        stop_engine(app)
