@@ -177,6 +177,7 @@ def create_standby_app(
     not); without it the rank always reports healthy.
     """
     app = Flask("kaitoctl_server_standby", root_path=_ROOT, instance_path=_ROOT)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     metrics = ServerMetrics()
 
     @app.get("/health")
