@@ -18,8 +18,9 @@ whole on every rank, the other ranks' copies are discarded.
 A heartbeat (a no-op broadcast every ``KAITOCTL_TP_HEARTBEAT`` seconds, default
 2, while the server is idle) keeps the followers' collectives from timing out
 and lets rank 0 notice a dead rank: gloo fails a collective at once when a
-peer's connection closes, and every collective gives up after
-``KAITOCTL_TP_TIMEOUT`` seconds (default 60). After the first failure the group
+peer's connection closes, a control message gives up after
+``KAITOCTL_TP_TIMEOUT`` seconds (default 60), and rank 0's /health turns 503
+when one call has waited longer than that. After the first failure the group
 is broken for good: rank 0's ``/health`` answers 503, requests in flight and
 new ones end with a 5xx, and Kubernetes restarts the pods; torchrun's
 rendezvous brings them back together.
@@ -103,11 +104,18 @@ class GroupBroken(RuntimeError):
 _control_group: Any = None
 
 
+# The model's own collectives (default group) may wait this long: loading a large checkpoint can keep
+# the ranks minutes apart at transformers' loading collectives. A rank that hangs while serving is
+# caught sooner, by the control group's timeout and by rank 0's health check (KAITOCTL_TP_TIMEOUT).
+MODEL_GROUP_TIMEOUT_S = 1800
+
+
 def init_group(device: str) -> Any:
     """Join the torchrun job's process group (once); return the gloo group for control messages.
 
-    ``device`` "cuda": NCCL for the model's collectives, plus a gloo group for
-    the (CPU) control messages; "cpu": gloo for both.
+    The default group carries the model's collectives: NCCL on "cuda", gloo on
+    "cpu". A second gloo group, with the shorter ``KAITOCTL_TP_TIMEOUT``,
+    carries rank 0's calls and heartbeats.
     """
     global _control_group
     import datetime
@@ -116,7 +124,6 @@ def init_group(device: str) -> Any:
 
     if _control_group is not None:
         return _control_group
-    timeout = datetime.timedelta(seconds=timeout_seconds())
     world = World.from_env()
     if device == "cuda":
         import torch
@@ -125,8 +132,9 @@ def init_group(device: str) -> Any:
     if not dist.is_initialized():
         log.info("rank %d of %d: joining the process group (%s)", world.rank, world.world_size,
                  "nccl" if device == "cuda" else "gloo")
-        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo", timeout=timeout)
-    _control_group = dist.new_group(backend="gloo", timeout=timeout) if device == "cuda" else dist.group.WORLD
+        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=max(MODEL_GROUP_TIMEOUT_S, timeout_seconds())))
+    _control_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_seconds()))
     return _control_group
 
 
