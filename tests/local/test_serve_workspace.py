@@ -180,6 +180,8 @@ def test_a_hugging_face_id_is_served_from_the_local_cache_offline_and_sigterm_st
 
 def test_serve_f_nproc_splits_the_model_over_processes_with_the_same_answers(
         tiny: Tiny, tmp_path: Path, start_server) -> None:
+    import time
+
     import psutil
 
     ws = tmp_path / "ws.yaml"
@@ -191,10 +193,14 @@ def test_serve_f_nproc_splits_the_model_over_processes_with_the_same_answers(
     assert server.post("/v1/completions", GREEDY)["choices"][0]["text"] == in_process_completion(
         tiny, {"a1": 0.3, "a2": 0.9})
     processes = psutil.Process(server.proc.pid).children(recursive=True)
+    # kaitoctl sees rank 0 healthy on its own poll, a moment after this test did: wait for its lines.
+    deadline = time.monotonic() + 60
+    while server.stdout.count("curl ") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert "split over 2 processes" in server.stderr
     assert "tensor-parallel rank 1 of 2" in server.stderr  # the second process loaded its own slice
     curl_lines = [line for line in server.stdout.splitlines() if line.strip().startswith("curl ")]
-    assert len(curl_lines) == 2 and '"model": "llama"' in curl_lines[1]
+    assert len(curl_lines) == 2 and '"model": "llama"' in curl_lines[1], server.stdout
     assert server.interrupt() == 0, server.stderr
     _gone, alive = psutil.wait_procs(processes, timeout=30)
     assert not alive, server.stderr
