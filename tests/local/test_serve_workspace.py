@@ -219,3 +219,17 @@ def test_nproc_that_does_not_divide_the_presets_heads_is_a_usage_error(tiny: Tin
             "over 3 processes (tensor parallel); the process count must divide them: 1, 2, 4, 5, 8, 10, 20, 40"
             in result.stderr)
     assert "Traceback" not in result.stderr
+
+
+def test_a_killed_serve_nproc_leaves_no_server_processes_behind(tiny: Tiny, tmp_path: Path, start_server) -> None:
+    import psutil
+
+    ws = tmp_path / "ws.yaml"
+    ws.write_text(workspace_yaml("ws-split", {}))
+    server = start_server("serve", "-f", str(ws), "--model", str(tiny.model), "--nproc", "2")
+    server.wait_ready(timeout=180)
+    processes = psutil.Process(server.proc.pid).children(recursive=True)
+    assert len(processes) >= 3  # torchrun and its two ranks
+    server.proc.kill()  # no chance to clean up: the job must still end with it
+    _gone, alive = psutil.wait_procs(processes, timeout=90)
+    assert not alive, server.stderr

@@ -202,7 +202,8 @@ def serve_split(config: Any, nproc: int, *, on_ready: Optional[Callable[[Any, st
         previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
         # Its own session: Ctrl-C reaches this process only, which stops the job with one SIGTERM. The
         # servers' log (gunicorn's access log included) goes to stderr, like `kaitoctl serve`'s own.
-        child = subprocess.Popen(command, env=env, stdout=sys.stderr, start_new_session=True)
+        child = subprocess.Popen(command, env=env, stdout=sys.stderr, start_new_session=True,
+                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         ready = False
         try:
             while not (stopping.is_set() or (stop_event is not None and stop_event.is_set())):
@@ -221,6 +222,16 @@ def serve_split(config: Any, nproc: int, *, on_ready: Optional[Callable[[Any, st
             _stop_job(child)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _die_with_parent() -> None:
+    """Linux, in the child before exec: SIGTERM it when this process dies, even by SIGKILL (no orphaned job)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop_job(child: Any) -> None:
