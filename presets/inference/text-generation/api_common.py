@@ -218,7 +218,7 @@ def start_generations(served: "ServedModel", jobs: list[dict[str, Any]]) -> list
         raise ApiError(429, str(err), code="rate_limit_exceeded",
                        headers={"Retry-After": str(err.retry_after)}) from None
     except TooManyGenerations as err:
-        raise ApiError(400, str(err)) from None
+        raise ApiError(400, str(err), param="n") from None
 
 
 def collect(run: Iterator[Piece | Finished], metrics: ServerMetrics, route: str,
