@@ -16,7 +16,7 @@ layers) with two merged LoRA adapters, built offline in a temporary directory:
 The machine's load average is printed before and after: other work on the
 machine lowers every absolute number (ratios are taken within one run).
 
-    .venv/bin/python bench/bench_batching.py [--new-tokens 32] [--rounds 5] [--repeats 9] [--torch-threads 1]
+    .venv/bin/python bench/bench_batching.py [--new-tokens 32] [--rounds 5] [--repeats 15] [--torch-threads 1]
 """
 
 from __future__ import annotations
@@ -144,8 +144,9 @@ def concurrent_run(url: str, clients: int, new_tokens: int) -> tuple[float, list
 
 def paired(merged_url: str, none_url: str, repeats: int, new_tokens: int) -> tuple[float, float, float]:
     """One client, the two servers requested alternately: (median ratio merged ÷ none, median merged, median none)."""
-    for url in (merged_url, none_url):  # warm up
-        stream_completion(url, PROMPTS[0], 8)
+    for _ in range(3):  # warm up
+        for url in (merged_url, none_url):
+            stream_completion(url, PROMPTS[0], 16)
     ratios, merged, none = [], [], []
     for i in range(repeats):
         prompt = PROMPTS[i % len(PROMPTS)]
@@ -177,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of 1, 2, 4, 8, 16 clients")
-    parser.add_argument("--repeats", type=int, default=9, help="alternating requests per server, merged vs none")
+    parser.add_argument("--repeats", type=int, default=15, help="alternating requests per server, merged vs none")
     parser.add_argument("--torch-threads", default="",
                         help="OMP_NUM_THREADS for the servers (default: torch's, one per core); 1 is steadier on a "
                              "machine shared with other work, where 2 threads per server fight for 2 cores")
@@ -210,10 +211,18 @@ def main() -> None:
                     ratios[clients].append(rate / one)
                     ttfts[clients].extend(firsts)
 
+            for proc in procs:
+                stop(proc)
+            procs = []
+
+            # The pairs run on fresh servers, started together, so that neither carries the other's history.
+            merged, merged_url = pods_server(model_dir, adapter_dir, STRENGTHS)
+            procs.append(merged)
             bare, bare_url = pods_server(model_dir, adapter_dir, {})
             procs.append(bare)
+            wait_ready(merged, merged_url)
             wait_ready(bare, bare_url)
-            pods_pair = paired(pods_url, bare_url, args.repeats, args.new_tokens)
+            pods_pair = paired(merged_url, bare_url, args.repeats, args.new_tokens)
             for proc in procs:
                 stop(proc)
             procs = []
