@@ -16,7 +16,7 @@ layers) with two merged LoRA adapters, built offline in a temporary directory:
 The machine's load average is printed before and after: other work on the
 machine lowers every absolute number (ratios are taken within one run).
 
-    .venv/bin/python bench/bench_batching.py [--new-tokens 32] [--rounds 5] [--repeats 9]
+    .venv/bin/python bench/bench_batching.py [--new-tokens 32] [--rounds 5] [--repeats 15] [--torch-threads 1]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ PROMPTS = [
     "Continuous batching lets new requests join a running batch when",
 ]
 CLIENTS = (1, 2, 4, 8, 16)
+TORCH_THREADS = ""  # --torch-threads: OMP_NUM_THREADS of the servers ("" = torch's default, one per core)
 
 
 def free_port() -> int:
@@ -58,6 +59,8 @@ def start(cmd: list[str], env_changes: dict[str, str]) -> tuple[subprocess.Popen
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAITOCTL_")}
     env.update(env_changes, HF_HUB_OFFLINE="1")
+    if TORCH_THREADS:
+        env["OMP_NUM_THREADS"] = TORCH_THREADS
     argv = [a.replace("{port}", str(port)) for a in cmd]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc, f"http://127.0.0.1:{port}", port
@@ -141,8 +144,9 @@ def concurrent_run(url: str, clients: int, new_tokens: int) -> tuple[float, list
 
 def paired(merged_url: str, none_url: str, repeats: int, new_tokens: int) -> tuple[float, float, float]:
     """One client, the two servers requested alternately: (median ratio merged ÷ none, median merged, median none)."""
-    for url in (merged_url, none_url):  # warm up
-        stream_completion(url, PROMPTS[0], 8)
+    for _ in range(3):  # warm up
+        for url in (merged_url, none_url):
+            stream_completion(url, PROMPTS[0], 16)
     ratios, merged, none = [], [], []
     for i in range(repeats):
         prompt = PROMPTS[i % len(PROMPTS)]
@@ -174,8 +178,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of 1, 2, 4, 8, 16 clients")
-    parser.add_argument("--repeats", type=int, default=9, help="alternating requests per server, merged vs none")
+    parser.add_argument("--repeats", type=int, default=15, help="alternating requests per server, merged vs none")
+    parser.add_argument("--torch-threads", default="",
+                        help="OMP_NUM_THREADS for the servers (default: torch's, one per core); 1 is steadier on a "
+                             "machine shared with other work, where 2 threads per server fight for 2 cores")
     args = parser.parse_args()
+    global TORCH_THREADS
+    TORCH_THREADS = args.torch_threads
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     load_before = os.getloadavg()
 
@@ -202,10 +211,18 @@ def main() -> None:
                     ratios[clients].append(rate / one)
                     ttfts[clients].extend(firsts)
 
+            for proc in procs:
+                stop(proc)
+            procs = []
+
+            # The pairs run on fresh servers, started together, so that neither carries the other's history.
+            merged, merged_url = pods_server(model_dir, adapter_dir, STRENGTHS)
+            procs.append(merged)
             bare, bare_url = pods_server(model_dir, adapter_dir, {})
             procs.append(bare)
+            wait_ready(merged, merged_url)
             wait_ready(bare, bare_url)
-            pods_pair = paired(pods_url, bare_url, args.repeats, args.new_tokens)
+            pods_pair = paired(merged_url, bare_url, args.repeats, args.new_tokens)
             for proc in procs:
                 stop(proc)
             procs = []
@@ -224,7 +241,8 @@ def main() -> None:
     load_after = os.getloadavg()
     print(f"model: random Llama ~25M params (hidden 512, 8 layers), float32, CPU ({os.cpu_count()} cores); "
           f"adapters a (r=8) + b (r=16) merged; {args.new_tokens} new tokens per request, greedy, streamed "
-          f"/v1/completions; median of {args.rounds} interleaved rounds")
+          f"/v1/completions; median of {args.rounds} interleaved rounds; server torch threads "
+          f"{args.torch_threads or 'default'}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (other work on the machine)")
     print(f"{'clients':>7}  {'tokens/s':>9}  {'÷ 1 client':>10}  {'TTFT p50':>9}  {'TTFT p95':>9}")
     for clients in CLIENTS:

@@ -200,7 +200,7 @@ def test_probes_answer_while_every_generation_slot_is_busy_on_gunicorn(tiny, tmp
     lock = threading.Lock()
 
     def generate(_: int) -> None:
-        body = {"prompt": "hi", "max_tokens": 900, "min_tokens": 900, "temperature": 0}
+        body = {"prompt": "hi", "max_tokens": 300, "min_tokens": 300, "temperature": 0}
         request = urllib.request.Request(base + "/v1/completions", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
         try:

@@ -217,7 +217,9 @@ def start_generations(served: "ServedModel", jobs: list[dict[str, Any]]) -> list
     except QueueFull as err:
         raise ApiError(429, str(err), code="rate_limit_exceeded",
                        headers={"Retry-After": str(err.retry_after)}) from None
-    except (TooManyGenerations, NeedsGenerate) as err:
+    except TooManyGenerations as err:
+        raise ApiError(400, str(err), param="n") from None
+    except NeedsGenerate as err:
         raise ApiError(400, str(err)) from None
 
 

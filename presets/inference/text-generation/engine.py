@@ -213,7 +213,7 @@ class _Request:
         scores = logits.unsqueeze(0)
         if len(self.generated) < self.min_new and self.eos:
             scores = scores.clone()
-            scores[0, list(self.eos)] = -float("inf")
+            scores[0, [i for i in self.eos if 0 <= i < scores.shape[-1]]] = -float("inf")
         if self.warpers:
             ids = torch.tensor([self.prompt_ids + self.generated], dtype=torch.long, device=scores.device)
             for warper in self.warpers:

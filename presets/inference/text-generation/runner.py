@@ -40,7 +40,7 @@ class BatchRunner:
     def __init__(self, model: Any, input_device: Any) -> None:
         self.model = model
         self.input_device = torch.device(input_device) if input_device is not None else torch.device("cpu")
-        params = inspect.signature(model.forward).parameters
+        params = inspect.signature(type(model).forward).parameters
         # transformers >= 5.x names the argument ``cache``; older releases ``past_key_values``.
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._logits_to_keep = "logits_to_keep" in params
