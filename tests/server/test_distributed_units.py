@@ -140,3 +140,23 @@ def test_world_from_torchrun_variables():
 
     with pytest.raises(ConfigError, match="WORLD_SIZE='two' is not an integer"):
         World.from_env({"WORLD_SIZE": "two"})
+
+
+def test_settings_only_generate_handles_are_a_400_on_a_split_model(served, served_config):
+    """Beam search would run model.generate, and its collectives, on rank 0 alone: refused, not hung."""
+    import dataclasses
+
+    from kaitoctl_server.app import create_app
+    from kaitoctl_server.engine import Engine
+
+    split = Engine(served.model, served.tokenizer, "cpu", generate_allowed=False)
+    client = create_app(served_config, served=dataclasses.replace(served, engine=split)).test_client()
+    try:
+        answer = client.post("/chat", json={"prompt": "hi", "generate_kwargs": {"num_beams": 2, "max_new_tokens": 4}})
+        assert answer.status_code == 400
+        assert "cannot run on a model split over several processes" in answer.get_json()["detail"]
+        plain = client.post("/chat", json={"prompt": "hi", "generate_kwargs": {"do_sample": False,
+                                                                                "max_new_tokens": 4}})
+        assert plain.status_code == 200  # the batch path still serves
+    finally:
+        split.close()
