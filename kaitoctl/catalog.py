@@ -8,6 +8,7 @@ quantity strings in the data and exposed in bytes.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -79,6 +80,21 @@ class Preset:
     model_params: dict[str, Any] = field(default_factory=dict)     # KAITO's ModelRunParams
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The model's query and key/value heads (config.json); 0 = not recorded. A distributed preset
+    # splits its model over world_size processes (tensor parallel), which must divide both.
+    attention_heads: int = 0
+    kv_heads: int = 0
+
+    def tensor_parallel_problem(self, processes: int) -> Optional[str]:
+        """Why the model cannot be split over ``processes`` (tensor parallel), or None when it can."""
+        uneven = [f"{n} {what}" for n, what in ((self.attention_heads, "attention heads"),
+                                                 (self.kv_heads, "key/value heads")) if n and n % processes]
+        if not uneven:
+            return None
+        both = math.gcd(self.attention_heads, self.kv_heads)
+        fits = [d for d in range(1, both + 1) if both % d == 0]
+        return (f"{self.name} has {' and '.join(uneven)}, which cannot be split evenly over {processes} processes "
+                f"(tensor parallel); the process count must divide them: {', '.join(map(str, fits))}")
 
     @property
     def total_gpu_memory_bytes(self) -> int:

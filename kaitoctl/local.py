@@ -53,7 +53,7 @@ def require_server_extra(command: str) -> None:
 
 
 def run_until_stopped(server: Any, config: Any, on_ready: Callable[[Any, str], None],
-                      stop_event: Optional[threading.Event] = None) -> None:
+                      stop_event: Optional[threading.Event] = None, *, nproc: int = 1) -> None:
     """``kaitoctl_server.local.run``; a Ctrl-C before the model is served says what it interrupted (exit 130)."""
     ready = threading.Event()
 
@@ -62,7 +62,7 @@ def run_until_stopped(server: Any, config: Any, on_ready: Callable[[Any, str], N
         on_ready(served, url)
 
     try:
-        server.run(config, on_ready=mark_ready, stop_event=stop_event)
+        server.run(config, on_ready=mark_ready, stop_event=stop_event, nproc=nproc)
     except KeyboardInterrupt:
         if ready.is_set():
             raise
@@ -316,6 +316,7 @@ class LocalOptions:
     api_key: Optional[str] = None
     max_tokens: int = 4096
     allow_pickled_adapters: bool = False
+    nproc: int = 1  # > 1: the model split over this many processes (tensor parallel), as distributed pods run it
 
     @property
     def bind(self) -> str:
@@ -430,6 +431,10 @@ def serve_plan(plan: LocalPlan, options: LocalOptions, *,
         from kaitoctl_server.errors import StartupError
     except ImportError as err:
         raise server_import_error(err) from None
+    if options.nproc > 1:
+        problem = plan.preset.tensor_parallel_problem(options.nproc)
+        if problem:
+            raise UsageError(f"--nproc {options.nproc}: {problem}")
     try:
         on_gpu = local.serving_device(options.device) == "cuda"
     except StartupError as err:
@@ -447,7 +452,8 @@ def serve_plan(plan: LocalPlan, options: LocalOptions, *,
     url = base_url(options.host, options.port)
     try:
         config = server_config(plan, options, model_dir, dtype)
-        run_until_stopped(local, config, lambda served, _bound: on_ready(served, url), stop_event)
+        run_until_stopped(local, config, lambda served, _bound: on_ready(served, url), stop_event,
+                          nproc=options.nproc)
     except StartupError as err:
         raise ServeError(str(err)) from None
 

@@ -638,6 +638,11 @@ def _rule_gpu_fit(ctx: _Context) -> None:
                   f"preset {preset.name} runs {preset.world_size} processes (its world size), which cannot be split "
                   f"evenly over count {res.count} nodes: set count to one of {', '.join(map(str, divisors))}")
         return
+    split = preset.tensor_parallel_problem(preset.world_size) if preset.distributed else None
+    if split:
+        ctx.error(("inference", "preset", "name"),
+                  f"preset {split}: the catalog entry is inconsistent; "
+                  "choose another preset or serve the model with a template")
     if sku is None:
         return
     if sku.vendor != "nvidia":

@@ -139,8 +139,12 @@ def _serve_workspace(filename: str, name: Optional[str], model: Optional[str], a
         err.print(f"kaitoctl: {message}", markup=False)
 
     def ready(served: Any, url: str) -> None:
-        for line in local.merge_summary(served):
-            progress(line)
+        processes = getattr(served, "processes", 1)
+        if processes > 1:  # the merge summary is in rank 0's log line above ("ready: ...")
+            progress(f"the model is split over {processes} processes (tensor parallel, as the preset's pods run it)")
+        else:
+            for line in local.merge_summary(served):
+                progress(line)
         progress(f"workspace/{ws.name} is being served at {url} (OpenAI base URL {url}/v1); press Ctrl-C to stop")
         out = stdout_console()
         out.print("Try it:", markup=False)
@@ -212,6 +216,11 @@ def register(app: typer.Typer) -> None:
         max_tokens: Annotated[
             int, typer.Option("--max-tokens", min=1, help="Most new tokens one request may ask for.")
         ] = 4096,
+        nproc: Annotated[
+            int, typer.Option("--nproc", min=1, help="With -f: split the model over N processes on this machine "
+                                                     "(tensor parallel, torchrun; gloo on a CPU), as a distributed "
+                                                     "preset's pods do.")
+        ] = 1,
     ) -> None:
         """Serve a model, with LoRA adapters merged in, on this machine (KAITO and OpenAI APIs).
 
@@ -223,7 +232,8 @@ def register(app: typer.Typer) -> None:
             if model is None:
                 raise UsageError("serve needs --model DIR, or -f WORKSPACE.yaml",
                                  hint="try `kaitoctl demo` for a tiny model served end to end")
-            for flag, value in (("--name", name), ("--adapter-dir", adapter_dir)):
+            split = nproc if nproc > 1 else None
+            for flag, value in (("--name", name), ("--adapter-dir", adapter_dir), ("--nproc", split)):
                 if value is not None:
                     raise UsageError(f"{flag} works with -f only")
             _serve_model(
@@ -241,7 +251,7 @@ def register(app: typer.Typer) -> None:
 
         options = LocalOptions(host=host, port=port, dtype=dtype.value if dtype else None, device=device.value,
                                api_key=api_key, max_tokens=max_tokens,
-                               allow_pickled_adapters=allow_pickled_adapters)
+                               allow_pickled_adapters=allow_pickled_adapters, nproc=nproc)
         _serve_workspace(filename, name, model, list(adapter or []), str(adapter_dir) if adapter_dir else None,
                          options)
 

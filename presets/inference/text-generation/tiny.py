@@ -85,6 +85,7 @@ def make_tiny_model(
     num_heads: int = 4,
     max_position_embeddings: int = 1024,
     seed: int = 0,
+    num_kv_heads: int | None = None,
 ) -> Path:
     """Save a random causal LM (``arch`` "llama" or "gpt2") and its tokenizer to ``directory``.
 
@@ -114,7 +115,7 @@ def make_tiny_model(
             intermediate_size=intermediate_size or 2 * hidden_size,
             num_hidden_layers=num_layers,
             num_attention_heads=num_heads,
-            num_key_value_heads=num_heads,
+            num_key_value_heads=num_kv_heads or num_heads,
             max_position_embeddings=max_position_embeddings,
             **ids,
         )
