@@ -296,9 +296,8 @@ def rollback_command(
                              hint=f"recorded revisions: {known} (`kaitoctl history {name}`)")
     else:
         running = history.get(current)
-        candidates = [r for r in reversed(history.revisions) if r.revision < current
-                      and r.outcome != "failed"
-                      and (running is None or r.workspace != running.workspace)]
+        candidates = [r for r in history.good(below=current)
+                      if running is None or r.workspace != running.workspace]
         if not candidates:
             raise UsageError(f"workspace {ns}/{name} has no earlier revision to roll back to",
                              hint=f"recorded revisions: {known}; pick one with --to-revision")
