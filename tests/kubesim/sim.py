@@ -362,13 +362,15 @@ class KubeSim:
         message: str,
         causes: list[dict[str, str]] | None = None,
         times: int = 1,
+        after: int = 0,
     ) -> None:
         """Answer the next ``times`` matching requests with a Status of ``code``.
 
-        ``causes`` become ``details.causes`` (dicts with reason/field/message).
+        ``causes`` become ``details.causes`` (dicts with reason/field/message). ``after``: let
+        that many matching requests through first (e.g. 1 = the dry run passes, the write fails).
         """
         with self.api.faults.lock:
-            self.api.faults.pending.append(Fault(verb, resource, code, message, causes, times))
+            self.api.faults.pending.append(Fault(verb, resource, code, message, causes, times, after))
 
     def clear_requests(self) -> None:
         with self._requests_lock:

@@ -1,0 +1,125 @@
+"""No half-applied workspaces, scaling watched, and every watch error ends a revision (issue 13)."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import MODEL_IMAGE, adapter, gpu_node, workspace_doc, writes
+
+BAD = "registry.example.com/adapters/bad:1"
+
+
+def history_of(kaitoctl, name="falcon"):
+    result = kaitoctl("history", name, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return {r["revision"]: r for r in json.loads(result.stdout)["items"]}
+
+
+def test_a_forbidden_history_write_applies_nothing(sim, kaitoctl, write_ws):
+    # Before: the Service and the Deployment were created, then the history write failed: exit 4 with
+    # an RBAC error, a re-apply said "unchanged", and no revision was ever recorded.
+    gpu_node(sim)
+    sim.forbid("patch", "configmaps")
+    result = kaitoctl("apply", "-f", write_ws())
+    assert result.returncode == 4, result.stderr
+    assert "forbidden: you may not patch configmaps" in result.stderr
+    assert "nothing was applied" in result.stderr
+    assert writes(sim) == []
+    assert sim.get("Service", "default", "falcon") is None
+    assert sim.get("Deployment", "default", "falcon") is None
+
+
+def test_a_write_refused_part_way_is_undone_and_recorded_as_failed(sim, kaitoctl, write_ws):
+    gpu_node(sim, gpus=4)
+    first = kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", strength="0.5")]), "--timeout", "60s")
+    assert first.returncode == 0, first.stderr
+    before = sim.get("Deployment", "default", "falcon")
+
+    # The dry run of the Deployment passes; the real write is refused by an admission webhook.
+    sim.fail_next("patch", "deployments", 403, 'admission webhook "policy.example.com" denied the request: '
+                  "adapters must come from registry.internal", after=1)
+    result = kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", strength="0.9")]), "--timeout", "60s")
+    assert result.returncode == 4, result.stderr
+    assert "an admission webhook refused it" in result.stderr
+    assert "RBAC rule" not in result.stderr              # a webhook's 403 is not an RBAC problem
+    assert "the apply stopped there and was undone" in result.stderr
+    after = sim.get("Deployment", "default", "falcon")
+    assert after["spec"]["template"] == before["spec"]["template"]
+    assert after["metadata"]["annotations"]["kaitoctl.io/revision"] == "1"
+    revisions = history_of(kaitoctl)
+    assert revisions[2]["outcome"] == "failed"
+    assert "apply failed: an admission webhook refused it" in revisions[2]["failure"]
+    assert revisions[1]["current"] is True
+
+    # Re-applying is not "unchanged": the change was never made, so it is made now.
+    again = kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", strength="0.9")]), "--timeout", "60s")
+    assert again.returncode == 0, again.stderr
+    assert "deployment.apps/falcon configured" in again.stdout
+    assert history_of(kaitoctl)[3]["outcome"] == "succeeded"
+
+
+def test_a_first_apply_refused_part_way_removes_what_it_created(sim, kaitoctl, write_ws):
+    gpu_node(sim)
+    sim.fail_next("patch", "deployments", 403, 'deployments.apps "falcon" is forbidden: exceeded quota: gpu, '
+                  "requested: requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=8, limited: "
+                  "requests.nvidia.com/gpu=8", after=1)
+    result = kaitoctl("apply", "-f", write_ws(), "--timeout", "60s")
+    assert result.returncode == 4, result.stderr
+    assert "a ResourceQuota refused it" in result.stderr
+    assert "service/falcon removed" in result.stderr
+    assert sim.get("Service", "default", "falcon") is None
+    assert sim.get("Deployment", "default", "falcon") is None
+    assert history_of(kaitoctl)[1]["outcome"] == "failed"
+
+
+def test_a_forbidden_pod_watch_ends_the_revision_as_interrupted_and_rollback_skips_it(sim, kaitoctl, write_ws):
+    gpu_node(sim, gpus=4)
+    assert kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql")]), "--timeout", "60s").returncode == 0
+    sim.forbid("watch", "pods")
+    watched = kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", strength="0.5")]), "--timeout", "60s")
+    assert watched.returncode == 4, watched.stderr
+    assert "forbidden: you may not watch pods" in watched.stderr
+    assert "revision 2 is recorded as interrupted" in watched.stderr
+    revisions = history_of(kaitoctl)
+    assert revisions[2]["outcome"] == "interrupted"
+    assert "the rollout watch ended early" in revisions[2]["failure"]
+    sim.allow("watch", "pods")
+
+    # Revision 3 fails: the automatic rollback goes to revision 1, the last one seen serving, not to 2.
+    sim.set_image_behaviour(BAD, "pull_error")
+    failed = kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", image=BAD)]), "--timeout", "60s")
+    assert failed.returncode == 6, failed.stderr
+    assert "rolled back to revision 1" in failed.stderr
+    assert sim.get("Deployment", "default", "falcon")["metadata"]["annotations"]["kaitoctl.io/revision"] == "4"
+    assert history_of(kaitoctl)[4]["change"] == "automatic rollback to revision 1"
+
+
+def test_scaling_up_is_watched_and_recorded(sim, kaitoctl, write_ws):
+    # Before: count 1 -> 2 printed "the pod template did not change: no rollout" and exited 0 with a pod
+    # that never became Ready; history said "no rollout".
+    gpu_node(sim, gpus=4)
+    assert kaitoctl("apply", "-f", write_ws(), "--timeout", "60s").returncode == 0
+    sim.set_image_behaviour(MODEL_IMAGE, "never_ready")     # the serving pod stays Ready; a new one never is
+    proc = kaitoctl.start("apply", "-f", write_ws(count=2), "--timeout", "120s")
+    sim.wait_until(lambda: len(sim.list("Pod", "default", "kaito.sh/workspace=falcon")) == 2, timeout=60.0,
+                   what="the second pod")
+    sim.advance(3000)                                       # past the Deployment's progressDeadlineSeconds
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 6, err
+    assert "scaling from 1 to 2 pod(s)" in err
+    assert "no rollout" not in err
+    assert 'deployment "falcon" exceeded its progress deadline' in err
+    assert "rolled back to revision 1" in err
+    revisions = history_of(kaitoctl)
+    assert revisions[2]["outcome"] == "failed"
+    assert "resource.count: 1 → 2" in revisions[2]["changes"]
+    assert sim.get("Deployment", "default", "falcon")["spec"]["replicas"] == 1
+
+
+def test_scaling_up_that_succeeds_is_a_rollout(sim, kaitoctl, write_ws):
+    gpu_node(sim, gpus=4)
+    assert kaitoctl("apply", "-f", write_ws(), "--timeout", "60s").returncode == 0
+    result = kaitoctl("apply", "-f", write_ws(count=2), "--timeout", "60s")
+    assert result.returncode == 0, result.stderr
+    assert 'deployment "falcon" successfully rolled out' in result.stderr
+    assert history_of(kaitoctl)[2]["outcome"] == "succeeded"
