@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .conftest import MODEL_IMAGE, adapter, gpu_node, workspace_doc, writes
+from .conftest import MODEL_IMAGE, Lines, adapter, gpu_node, scheduler_retry, workspace_doc, writes
 
 BAD = "registry.example.com/adapters/bad:1"
 
@@ -123,3 +123,63 @@ def test_scaling_up_that_succeeds_is_a_rollout(sim, kaitoctl, write_ws):
     assert result.returncode == 0, result.stderr
     assert 'deployment "falcon" successfully rolled out' in result.stderr
     assert history_of(kaitoctl)[2]["outcome"] == "succeeded"
+
+
+def _pods(sim, name="falcon"):
+    return sim.list("Pod", "default", f"kaito.sh/workspace={name}")
+
+
+def _waiting_reason(pod):
+    return [((c.get("state") or {}).get("waiting") or {}).get("reason") for c in pod["status"].get("containerStatuses") or []]
+
+
+def test_a_throttled_registry_is_waited_out(sim, kaitoctl, write_ws):
+    # Before: the first ErrImagePull (a registry 429) failed the rollout at once.
+    gpu_node(sim)
+    sim.set_image_behaviour(MODEL_IMAGE, "pull_error", message=(
+        f'failed to pull and unpack image "{MODEL_IMAGE}": unexpected status from HEAD request: 429 Too Many Requests'))
+    proc = kaitoctl.start("apply", "-f", write_ws(), "--timeout", "120s")
+    sim.wait_until(lambda: any("ErrImagePull" in _waiting_reason(p) or "ImagePullBackOff" in _waiting_reason(p)
+                               for p in _pods(sim)), timeout=30.0, what="the failing pull")
+    sim.wait_until(lambda: sum(e.get("count", 1) for e in sim.list("Event", "default")
+                               if "429" in e.get("message", "")) >= 3, timeout=30.0, what="pull retries")
+    sim.set_image_behaviour(MODEL_IMAGE, "ok")              # the registry lets it through again
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "image pull failing for" in err
+    assert "ErrImagePull (registry answered 429), waiting up to 5m before giving up" in err
+    assert 'deployment "falcon" successfully rolled out' in err
+
+
+def test_a_throttled_registry_that_never_recovers_fails_after_the_grace(sim, kaitoctl, write_ws):
+    gpu_node(sim)
+    sim.set_image_behaviour(MODEL_IMAGE, "pull_error", message="toomanyrequests: 429 Too Many Requests")
+    proc = kaitoctl.start("apply", "-f", write_ws(), "--timeout", "120s")
+    sim.wait_until(lambda: [e for e in sim.list("Event", "default") if "429" in e.get("message", "")],
+                   timeout=30.0, what="the failing pull")
+    sim.advance(400)                                          # the cluster's clock moves past the 5m grace
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 6, err
+    assert "cannot be pulled (ErrImagePull); still failing after 6m" in err or \
+        "cannot be pulled (ImagePullBackOff); still failing after 6m" in err
+
+
+def test_an_unschedulable_pod_waits_for_the_node_an_autoscaler_adds(sim, kaitoctl, write_ws):
+    # Before: the first Unschedulable failed the rollout before the autoscaler had said anything.
+    gpu_node(sim, gpus=1)
+    sim.add_pod("team-b", "trainer", "gpu-1", gpus=1)
+    proc = kaitoctl.start("apply", "-f", write_ws(), "--skip-preflight", "--timeout", "120s")
+    pending = sim.wait_until(lambda: [p for p in _pods(sim) if any(
+        c.get("reason") == "Unschedulable" for c in p["status"].get("conditions") or [])], timeout=30.0,
+        what="the unschedulable pod")
+    sim.add_event("Pod", "default", pending[0]["metadata"]["name"], "TriggeredScaleUp",
+                  "pod triggered scale-up: [{gpu-pool 1->2 (max: 3)}]")
+    sim.advance(120)        # past the first minute: without the autoscaler's event this would have failed
+    scheduler_retry(sim)
+    stderr = Lines(proc.stderr)
+    sim.wait_until(lambda: stderr.has("no node fits yet; a cluster autoscaler asked for one at "), timeout=30.0,
+                   what="kaitoctl to see the scale-up")
+    gpu_node(sim, "gpu-2", gpus=1)                           # the autoscaler's node joins
+    assert proc.wait(timeout=120) == 0, stderr.text()
+    err = stderr.text()
+    assert 'deployment "falcon" successfully rolled out' in err

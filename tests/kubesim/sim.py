@@ -342,6 +342,16 @@ class KubeSim:
         res = lookup(kind)
         self.api.delete(res, namespace, name, {"propagationPolicy": propagation}, None)
 
+    def add_event(self, kind: str, namespace: str | None, name: str, reason: str, message: str,
+                  type_: str = "Normal", component: str = "cluster-autoscaler") -> None:
+        """Record an Event about an object as another controller would (e.g. the cluster autoscaler's
+        ``TriggeredScaleUp`` on a pending pod); a repeat bumps count and lastTimestamp."""
+        obj = self.get(kind, namespace, name)
+        if obj is None:
+            raise KeyError(f"{kind} {namespace}/{name} does not exist")
+        with self.cluster.store.lock:
+            self.cluster.emit(obj, type_, reason, message, component)
+
     # ------------------------------------------------------------------ faults
 
     def forbid(self, verb: str, resource: str) -> None:
