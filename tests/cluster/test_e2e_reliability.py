@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .conftest import MODEL_IMAGE, Lines, adapter, gpu_node, scheduler_retry, workspace_doc, writes
+from .conftest import MODEL_IMAGE, Lines, adapter, gpu_node, ready_pods, scheduler_retry, workspace_doc, writes
 
 BAD = "registry.example.com/adapters/bad:1"
 
@@ -183,3 +183,31 @@ def test_an_unschedulable_pod_waits_for_the_node_an_autoscaler_adds(sim, kaitoct
     assert proc.wait(timeout=120) == 0, stderr.text()
     err = stderr.text()
     assert 'deployment "falcon" successfully rolled out' in err
+
+
+def test_a_failed_statefulset_update_rolls_back_through_the_unhealthy_highest_ordinal(sim, kaitoctl, write_ws):
+    # The StatefulSet controller (Parallel) replaces the highest outdated ordinal even when it is unhealthy:
+    # the rollback of a failed update replaces the broken pod-1 and never touches pod-0.
+    for name in ("gpu-a", "gpu-b"):
+        gpu_node(sim, name, gpus=1, instance_type="Standard_NC6s_v3")
+    sim.set_image_behaviour(BAD, "pull_error")
+    sim.add_secret("default", "regcred")
+    doc = workspace_doc("llama", preset="llama-2-13b-chat", count=2, instance_type="Standard_NC6s_v3",
+                        preset_extra={"accessMode": "private", "presetOptions": {
+                            "image": "registry.example.com/llama-2-13b-chat:0.1.0", "imagePullSecrets": ["regcred"]}})
+    first = kaitoctl("apply", "-f", write_ws(doc), "--timeout", "60s")
+    assert first.returncode == 0, first.stderr
+    uid_0 = sim.get("Pod", "default", "llama-0")["metadata"]["uid"]
+    doc["inference"]["adapters"] = [adapter("sql", image=BAD)]
+    result = kaitoctl("apply", "-f", write_ws(doc), "--allow-downtime", "--timeout", "60s")
+    assert result.returncode == 6, result.stderr
+    assert "adapter 'sql' (init container sql): image registry.example.com/adapters/bad:1 cannot be pulled" \
+        in result.stderr
+    assert "pod llama-1:" in result.stderr and "pod llama-0:" not in result.stderr.split("rolling back")[0]
+    assert "rolled back to revision 1, which is serving again" in result.stderr
+    sts = sim.get("StatefulSet", "default", "llama")
+    assert sts["status"]["currentRevision"] == sts["status"]["updateRevision"]
+    assert sim.get("Pod", "default", "llama-0")["metadata"]["uid"] == uid_0
+    assert len(ready_pods(sim, "llama")) == 2
+    revisions = history_of(kaitoctl, "llama")
+    assert (revisions[2]["outcome"], revisions[3]["outcome"]) == ("failed", "succeeded")
