@@ -211,3 +211,20 @@ def test_a_failed_statefulset_update_rolls_back_through_the_unhealthy_highest_or
     assert len(ready_pods(sim, "llama")) == 2
     revisions = history_of(kaitoctl, "llama")
     assert (revisions[2]["outcome"], revisions[3]["outcome"]) == ("failed", "succeeded")
+
+
+def test_nodes_with_only_the_beta_instance_type_label_are_placed_by_it(sim, kaitoctl, write_ws):
+    # An older node carries only beta.kubernetes.io/instance-type. Preflight reads it; so must the rendered
+    # affinity. Before, the pod also landed on a beta-only node of another type (the "no GA label" term).
+    sim.add_node("old-wrong", gpus=2, labels={"apps": "llm", "beta.kubernetes.io/instance-type": "Standard_NC6s_v3"})
+    wrong = kaitoctl("apply", "-f", write_ws(), "--skip-preflight", "--timeout", "60s")
+    assert wrong.returncode == 6, wrong.stderr
+    assert "didn't match Pod's node affinity/selector" in wrong.stderr
+    assert kaitoctl("delete", "falcon").returncode == 0
+
+    sim.add_node("old-right", gpus=2, labels={"apps": "llm", "beta.kubernetes.io/instance-type": "Standard_NC12s_v3"})
+    preflight = kaitoctl("preflight", "-f", write_ws())
+    assert preflight.returncode == 0, preflight.stdout + preflight.stderr
+    right = kaitoctl("apply", "-f", write_ws(), "--timeout", "60s")
+    assert right.returncode == 0, right.stderr
+    assert [p["spec"]["nodeName"] for p in ready_pods(sim, "falcon")] == ["old-right"]
