@@ -568,6 +568,10 @@ def _server_dry_run(kube: Any, objs: list[dict[str, Any]], force: bool) -> list[
             errors.append((obj, err))
     if not errors:
         return results
+    missing = next((err for _, err in errors if getattr(err, "missing_namespace", None)), None)
+    if missing is not None:
+        missing.message = f"{missing.message}; nothing was applied"
+        raise missing
     if len(errors) == 1:
         err = errors[0][1]
         err.message = f"server-side dry run: {err.message}; nothing was applied"

@@ -40,7 +40,9 @@ def delete_workspace(kube: Any, name: str, namespace: str, *, wait: bool = False
 
     objects = find_objects(kube, name, namespace)
     if not objects:
-        raise NotFound(
+        from kaitoctl.kube import namespace_missing
+
+        raise namespace_missing(kube, namespace) or NotFound(
             f"workspace {name!r} not found in namespace {namespace!r}: no objects labelled {selector(name)}",
             hint=f"`kaitoctl status -n {namespace}` lists the workspaces there",
         )

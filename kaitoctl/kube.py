@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 from urllib.parse import quote
 
 from kaitoctl.errors import ClusterError, Conflict, NotFound
@@ -101,6 +101,7 @@ class ResourceKind:
 KINDS: dict[str, ResourceKind] = {
     k.kind: k
     for k in (
+        ResourceKind("Namespace", "namespaces", "", "v1", False),
         ResourceKind("Node", "nodes", "", "v1", False),
         ResourceKind("Pod", "pods", "", "v1", True),
         ResourceKind("Event", "events", "", "v1", True),
@@ -306,8 +307,7 @@ def _api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: 
     if status == 404:
         missing = body.get("details") or {}
         if missing.get("kind") == "namespaces" and namespace and missing.get("name", namespace) == namespace:
-            return NotFound(f"namespace {namespace!r} not found: cannot {what}", details=details,
-                            hint=f"create it (`kubectl create namespace {namespace}`), or pick another with -n")
+            return missing_namespace(namespace, details)
         return NotFound(f"{spec.display}{'/' + name if name else ''} not found"
                         f"{' in namespace ' + repr(namespace) if namespace else ''}", details=details)
     if status == 429:
@@ -360,18 +360,36 @@ def _forbidden(body: dict[str, Any], server_msg: str, what: str, verb: str, spec
         return ClusterError(f"an admission webhook refused it: cannot {what}", details=details,
                             hint="the webhook's message above says which policy; change the workspace to meet it "
                                  "or ask its owner")
-    rbac = not server_msg or server_msg == "no message" or " cannot " in lower or "rbac" in lower \
-        or server_msg.strip().lower() == "forbidden"
-    if not rbac:
-        return ClusterError(f"forbidden: cannot {what}", details=details,
-                            hint="the API server refused it for the reason above (not RBAC's wording: an admission "
-                                 "plugin or policy)")
+    if " cannot " not in lower and any(word in lower for word in ("validatingadmissionpolicy", "denied request",
+                                                                   "violates", "limitrange", "maximum", "minimum")):
+        return ClusterError(f"an admission policy refused it: cannot {what}", details=details,
+                            hint="the policy's message above says what it requires; change the workspace to meet it "
+                                 "or ask the cluster admin")
     scope = "ClusterRole" if not spec.namespaced else "Role (or ClusterRole)"
     return ClusterError(
         f"forbidden: you may not {what}",
         details=details + [f"RBAC rule that would allow it ({scope}): {spec.rbac_rule(verb)}"],
         hint="ask a cluster admin to grant it; docs/cluster.md has the Role kaitoctl needs",
     )
+
+
+def missing_namespace(namespace: str, details: Sequence[str] = ()) -> NotFound:
+    """The error for a namespace that does not exist (``missing_namespace`` set on it)."""
+    err = NotFound(f"namespace {namespace!r} not found", details=details,
+                   hint=f"create it (`kubectl create namespace {namespace}`), or pick another with -n")
+    err.missing_namespace = namespace  # type: ignore[attr-defined]
+    return err
+
+
+def namespace_missing(kube: "Kube", namespace: str) -> Optional[NotFound]:
+    """The missing-namespace error when ``namespace`` does not exist; None when it does or cannot be told."""
+    try:
+        kube.get("Namespace", namespace)
+    except NotFound:
+        return missing_namespace(namespace)
+    except ClusterError:
+        return None   # e.g. no RBAC to get namespaces: say nothing more
+    return None
 
 
 def transport_error(exc: BaseException, server: str) -> ClusterError:
@@ -665,6 +683,14 @@ def _lines(resp: Any) -> Iterator[bytes]:
         yield buffer
 
 
+def reopen_delay(failures: int, err: Optional[BaseException] = None) -> float:
+    """Seconds before reopening a watch: the server's Retry-After when it sent one, else exponential (capped)."""
+    asked = retry_after(err) if err is not None else None
+    if asked is not None:
+        return min(asked, MAX_RETRY_AFTER)
+    return min(0.1 * 2 ** failures, BACKOFF_CAP)
+
+
 class Informer:
     """List then watch one kind, resuming through drops and relisting on 410.
 
@@ -705,10 +731,11 @@ class Informer:
         return WatchEvent("SYNC", self.spec.kind, items=items), rv
 
     def _backoff(self, failures: int, err: Optional[BaseException] = None) -> None:
-        """Sleep before reopening: the server's Retry-After when it sent one, else exponential (capped)."""
-        asked = retry_after(err) if err is not None else None
-        delay = min(asked, MAX_RETRY_AFTER) if asked is not None else min(0.1 * 2 ** failures, BACKOFF_CAP)
-        deadline = time.monotonic() + delay
+        self._sleep(reopen_delay(failures, err))
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up at once when :meth:`stop` is called."""
+        deadline = time.monotonic() + seconds
         while not self.stopped and time.monotonic() < deadline:
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
@@ -749,6 +776,8 @@ class Informer:
                         obj.setdefault("apiVersion", self.spec.api_version)
                         yield WatchEvent(etype, self.spec.kind, obj=obj)
                 # The server ended the stream (its timeout, a restart, a proxy): resume from rv.
+                if self.stopped:
+                    return
                 empty_closes = 0 if delivered else empty_closes + 1
                 self.reopened += 1
                 if empty_closes:

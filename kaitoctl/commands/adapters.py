@@ -209,7 +209,9 @@ def _history(kube: Any, name: str, namespace: str) -> tuple["History", int]:
     history = hist.read(kube, name, namespace)
     current = _running_revision(kube, name, namespace)
     if not history.revisions:
-        raise NotFound(f"no history recorded for workspace {namespace}/{name} "
+        from kaitoctl.kube import namespace_missing
+
+        raise namespace_missing(kube, namespace) or NotFound(f"no history recorded for workspace {namespace}/{name} "
                        f"(ConfigMap {hist.configmap_name(name)} not found)",
                        hint="history starts with the first `kaitoctl apply`")
     return history, current

@@ -340,12 +340,16 @@ def status_command(
     if name is None:
         if watch:
             raise UsageError("--watch needs a workspace NAME")
-        views = st.list_workspaces(kube, namespace, all_namespaces)
+        views = st.list_workspaces(kube, namespace, all_namespaces, warn=ConsoleUI().warn)
         if output in (StatusFormat.json, StatusFormat.yaml):
             emit([v.to_dict() for v in views], output.value)
         else:
+            from kaitoctl.kube import namespace_missing
+
+            ns = namespace or kube.namespace
+            gone = not views and not all_namespaces and namespace_missing(kube, ns) is not None
             print_status_table(views, wide=output is StatusFormat.wide, all_namespaces=all_namespaces,
-                               namespace=namespace or kube.namespace)
+                               namespace=ns, missing=" (the namespace does not exist)" if gone else "")
         return
     if all_namespaces:
         raise UsageError("-A cannot be combined with a workspace NAME; use -n NAMESPACE")
@@ -375,14 +379,15 @@ def _event_dict(ev: dict[str, Any]) -> dict[str, Any]:
             "reason": ev.get("reason"), "message": ev.get("message"), "count": ev.get("count", 1)}
 
 
-def print_status_table(views: list["WorkspaceView"], *, wide: bool, all_namespaces: bool, namespace: str) -> None:
+def print_status_table(views: list["WorkspaceView"], *, wide: bool, all_namespaces: bool, namespace: str,
+                       missing: str = "") -> None:
     from rich.table import Table
 
     from kaitoctl.output import stderr_console, stdout_console
 
     if not views:
         where = "any namespace" if all_namespaces else f"namespace {namespace!r}"
-        stderr_console().print(f"No workspaces found in {where}.", markup=False)
+        stderr_console().print(f"No workspaces found in {where}{missing}.", markup=False)
         return
     columns = (["NAMESPACE"] if all_namespaces else []) + [
         "NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACESUCCEEDED", "AGE",
