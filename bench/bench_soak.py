@@ -188,7 +188,8 @@ def run(cycles: int, faulted: bool, soak: Soak, first_cycle: int) -> tuple[list[
     for i in range(cycles):
         cycle = first_cycle + i
         op = OPERATIONS[cycle % len(OPERATIONS)]
-        fault = FAULTS[i % len(FAULTS)] if faulted else "none"
+        # Shifted every round of operations, so that each operation meets every fault.
+        fault = FAULTS[(i + i // len(OPERATIONS)) % len(FAULTS)] if faulted else "none"
         injected += fault != "none"
         start = time.perf_counter()
         result = soak.with_fault(fault, lambda: soak.operate(op, cycle))

@@ -81,6 +81,10 @@ class ClusterState:
     pods_complete: bool = True
     secrets: Optional[dict[str, bool]] = None
     history: Optional[hist.History] = None
+    # Rendered objects not found by the label LISTs above, read by name: (kind, name) -> object or None.
+    # Any kind the renderer adds (ConfigMaps, Secrets, ...) is looked up here, so an apply knows
+    # what was there before it (for "created"/"configured" and to undo a failed apply).
+    by_name: dict[tuple[str, str], Optional[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def workload(self) -> Optional[dict[str, Any]]:
@@ -292,6 +296,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     objs = stamp(render_workspace(ws, plan, registry=opts.registry), revision)
     result = ApplyResult(name=name, namespace=namespace, revision=revision, strategy=plan.strategy,
                          dry_run=opts.dry_run)
+    _read_by_name(kube, objs, state, namespace)
 
     if opts.dry_run == "client":
         ui.objects(objs)
@@ -535,13 +540,34 @@ def _ref(obj: dict[str, Any]) -> str:
     return object_ref(obj)
 
 
-def _live_of(obj: dict[str, Any], state: ClusterState) -> Optional[dict[str, Any]]:
+def _listed(obj: dict[str, Any], state: ClusterState) -> Optional[dict[str, Any]]:
     name = obj["metadata"]["name"]
-    pool = state.workloads if obj.get("kind") in WORKLOAD_KINDS else state.services
+    pool = state.workloads if obj.get("kind") in WORKLOAD_KINDS else \
+        state.services if obj.get("kind") == "Service" else []
     for live in pool:
         if live.get("kind", obj.get("kind")) == obj.get("kind") and live["metadata"]["name"] == name:
             return live
     return None
+
+
+def _read_by_name(kube: Any, objs: list[dict[str, Any]], state: ClusterState, namespace: str) -> None:
+    """GET the rendered objects the label LISTs did not return (new ones, other kinds, unlabelled ones)."""
+    from kaitoctl.kube import is_forbidden
+
+    for obj in objs:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if _listed(obj, state) is not None or key in state.by_name:
+            continue
+        try:
+            state.by_name[key] = kube.get_or_none(obj["kind"], key[1], namespace)
+        except ClusterError as err:
+            if not is_forbidden(err):
+                raise
+            state.by_name[key] = None
+
+
+def _live_of(obj: dict[str, Any], state: ClusterState) -> Optional[dict[str, Any]]:
+    return _listed(obj, state) or state.by_name.get((obj["kind"], obj["metadata"]["name"]))
 
 
 def _action(live: Optional[dict[str, Any]], dry: dict[str, Any]) -> str:
