@@ -359,8 +359,10 @@ def status_command(
 
         view = st.get_workspace(kube, name, ns)
         ui = ConsoleUI()
-        run_interruptible(lambda: rollout.watch(kube, view.kind, name, ns, timeout_s=parse_duration(timeout),
-                                                on_progress=ui.progress), name, ns, ui)
+        watched = run_interruptible(lambda: rollout.watch(kube, view.kind, name, ns, timeout_s=parse_duration(timeout),
+                                                          on_progress=ui.progress), name, ns, ui)
+        if watched is not None:
+            _record_watched(kube, name, ns, view.revision, ui)
     view = st.get_workspace(kube, name, ns)
     if output in (StatusFormat.json, StatusFormat.yaml):
         data = view.to_dict()
@@ -369,6 +371,23 @@ def status_command(
         emit(data, output.value)
     else:
         print_status_detail(view)
+
+
+def _record_watched(kube: "Kube", name: str, namespace: str, revision: int, ui: ConsoleUI) -> None:
+    """A revision whose apply stopped watching early (interrupted, --wait=false) has now rolled out: say so."""
+    from kaitoctl import history as hist
+    from kaitoctl.errors import ClusterError
+
+    try:
+        recorded = hist.read(kube, name, namespace)
+        entry = recorded.get(revision)
+        was = entry.outcome if entry is not None else None
+        if was in ("interrupted", "applied", "applying"):
+            # How long the whole rollout took is unknown here (this watch saw only its end).
+            hist.finish(kube, recorded, revision, outcome="succeeded")
+            ui.step(f"revision {revision} recorded as succeeded (was {was})")
+    except ClusterError as err:
+        ui.warn(f"the rollout finished, but its history entry could not be updated: {err.message}")
 
 
 def _event_dict(ev: dict[str, Any]) -> dict[str, Any]:

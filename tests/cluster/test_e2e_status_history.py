@@ -78,3 +78,16 @@ def test_concurrent_history_writes_keep_every_entry(sim):
     hist.finish(kube, d, 2, outcome="failed", failure="image pull")
     stored = hist.read(kube, "falcon", "default")
     assert [(r.revision, r.outcome) for r in stored.revisions] == [(1, "succeeded"), (2, "failed")]
+
+
+def test_status_watch_completes_an_interrupted_revision(sim, kaitoctl, write_ws):
+    gpu_node(sim, gpus=4)
+    assert kaitoctl("apply", "-f", write_ws(), "--timeout", "60s").returncode == 0
+    sim.forbid("watch", "pods")
+    assert kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql")]), "--timeout", "60s").returncode == 4
+    sim.allow("watch", "pods")
+    watched = kaitoctl("status", "falcon", "--watch", "--timeout", "60s")
+    assert watched.returncode == 0, watched.stderr
+    assert "revision 2 recorded as succeeded (was interrupted)" in watched.stderr
+    history = {r["revision"]: r["outcome"] for r in json.loads(kaitoctl("history", "falcon", "-o", "json").stdout)["items"]}
+    assert history == {1: "succeeded", 2: "succeeded"}
