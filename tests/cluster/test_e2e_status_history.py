@@ -91,3 +91,19 @@ def test_status_watch_completes_an_interrupted_revision(sim, kaitoctl, write_ws)
     assert "revision 2 recorded as succeeded (was interrupted)" in watched.stderr
     history = {r["revision"]: r["outcome"] for r in json.loads(kaitoctl("history", "falcon", "-o", "json").stdout)["items"]}
     assert history == {1: "succeeded", 2: "succeeded"}
+
+
+def test_rollback_skips_an_interrupted_revision(sim, kaitoctl, write_ws):
+    # Before: a revision whose watch died stayed "applied", and `rollback` took it for a good target.
+    gpu_node(sim, gpus=4)
+    assert kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", strength="0.1")]), "--timeout", "60s").returncode == 0
+    sim.forbid("watch", "pods")
+    assert kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", strength="0.2")]), "--timeout", "60s").returncode == 4
+    sim.allow("watch", "pods")
+    assert kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", strength="0.3")]), "--timeout", "60s").returncode == 0
+    back = kaitoctl("rollback", "falcon", "--timeout", "60s")
+    assert back.returncode == 0, back.stderr
+    assert "rolling back default/falcon to revision 1 " in back.stderr
+    deploy = sim.get("Deployment", "default", "falcon")
+    assert json.loads(deploy["metadata"]["annotations"]["kaitoctl.io/workspace"])["inference"]["adapters"][0][
+        "strength"] == "0.1"
