@@ -130,10 +130,7 @@ class Soak:
             stop.set()
             if cutter is not None:
                 cutter.join()
-            sim.allow("patch", "configmaps")
-            sim.allow("watch", "pods")
-            with sim.api.faults.lock:   # a fault the operation never reached is not left armed
-                sim.api.faults.pending.clear()
+            sim.clear_faults()   # a fault the operation never reached is not left armed
 
     # -- checks --
 

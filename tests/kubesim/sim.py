@@ -382,6 +382,12 @@ class KubeSim:
         with self.api.faults.lock:
             self.api.faults.pending.append(Fault(verb, resource, code, message, causes, times, after))
 
+    def clear_faults(self) -> None:
+        """Forget every ``forbid`` and every ``fail_next`` not used up yet."""
+        with self.api.faults.lock:
+            self.api.faults.forbidden.clear()
+            self.api.faults.pending.clear()
+
     def clear_requests(self) -> None:
         with self._requests_lock:
             self.requests.clear()
