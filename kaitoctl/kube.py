@@ -706,7 +706,6 @@ class Informer:
         self.label_selector = label_selector
         self.field_selector = field_selector
         self.stopped = False
-        self.reopened = 0           # how many times the watch was reopened (drops, server timeouts, errors)
         self._resp: Any = None
         self._lock = threading.Lock()
 
@@ -779,7 +778,6 @@ class Informer:
                 if self.stopped:
                     return
                 empty_closes = 0 if delivered else empty_closes + 1
-                self.reopened += 1
                 if empty_closes:
                     self._backoff(empty_closes)
             except WatchExpired:
@@ -795,5 +793,4 @@ class Informer:
                 failures += 1
                 if failures > WATCH_RETRIES:
                     raise
-                self.reopened += 1
                 self._backoff(failures, err)
