@@ -9,9 +9,14 @@ The order is the safety argument:
 5. compare with the live objects: nothing would change → "unchanged", no new
    revision, no rollout; a pod-template change on a serving workspace that
    cannot surge → refuse unless ``--allow-downtime``;
-6. the real server-side apply, in render order; record the revision;
-7. watch the rollout; on failure roll back to the previous revision (unless
-   ``--no-rollback``) and say so.
+6. record the new revision as ``applying`` in the history ConfigMap (under a
+   resourceVersion check, so concurrent applies never lose entries);
+7. the real server-side apply, in render order, all or nothing: a failure part
+   way undoes what this apply changed and records the revision as failed;
+8. watch the rollout (a pod-template change, or a new pod count); on failure
+   roll back to the last good revision (unless ``--no-rollback``) and say so.
+   A watch that ends early (an API error, Ctrl-C) records the revision as
+   ``interrupted``: ``rollback`` never returns to failed or interrupted ones.
 
 Printing goes through an :class:`ApplyUI` so that the core can run silently in
 tests and benchmarks.
@@ -77,6 +82,10 @@ class ClusterState:
     pods_complete: bool = True
     secrets: Optional[dict[str, bool]] = None
     history: Optional[hist.History] = None
+    # Rendered objects not found by the label LISTs above, read by name: (kind, name) -> object or None.
+    # Any kind the renderer adds (ConfigMaps, Secrets, ...) is looked up here, so an apply knows
+    # what was there before it (for "created"/"configured" and to undo a failed apply).
+    by_name: dict[tuple[str, str], Optional[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def workload(self) -> Optional[dict[str, Any]]:
@@ -292,6 +301,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     objs = stamp(render_workspace(ws, plan, registry=image.registry if image else opts.registry), revision)
     result = ApplyResult(name=name, namespace=namespace, revision=revision, strategy=plan.strategy,
                          dry_run=opts.dry_run)
+    _read_by_name(kube, objs, state, namespace)
 
     if opts.dry_run == "client":
         ui.objects(objs)
@@ -300,7 +310,11 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
             ui.result(f"{_ref(obj)} {result.actions[-1][1]} (dry run)")
         return result
 
-    dry = _server_dry_run(kube, objs, opts.force_conflicts)
+    recorded = state.history or hist.History(name, namespace)
+    # The history ConfigMap joins the dry run: a forbidden or refused history write stops the
+    # apply before anything is written, not after the workload has changed.
+    dry = _server_dry_run(kube, objs + ([] if same_workspace else [_history_probe(recorded, ws, revision)]),
+                          opts.force_conflicts)[:len(objs)]
     actions = [(obj, _action(_live_of(obj, state), out)) for obj, out in zip(objs, dry)]
     rendered = {(o["kind"], o["metadata"]["name"]) for o in objs}
     # kaitoctl's own objects of this workspace that the new rendering no longer has (the workload
@@ -311,6 +325,9 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     template_changed = live is not None and (
         live.get("kind") != kind or comparable({"t": _template(live)}) != comparable({"t": _template(workload_of(dry))})
     )
+    live_replicas = ((live or {}).get("spec") or {}).get("replicas", 1)
+    new_replicas = (workload_of(dry).get("spec") or {}).get("replicas", 1)
+    scaled = live is not None and not template_changed and live_replicas != new_replicas
     result.actions = [(_ref(o), a) for o, a in actions] + [(_ref(w), "deleted") for w in stale]
     if all(a == "unchanged" for _, a in actions) and not stale:
         result.unchanged = True
@@ -331,28 +348,41 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     if template_changed and is_serving(live) and live is not None:
         _gate_downtime(ws, live, kind, plan, report, state, opts, ui)
 
-    applied = [kube.apply(obj, force=opts.force_conflicts) for obj, _ in actions]
-    ui.objects(applied)
-    for obj in stale:
-        kube.delete(obj["kind"], obj["metadata"]["name"], namespace)
-    for ref, action in result.actions:
-        ui.result(f"{ref} {action}")
-    recorded = state.history or hist.History(name, namespace)
     if not same_workspace:
-        hist.record(kube, recorded, revision=revision, workspace=ws.canonical(), previous=previous,
-                    strategy=plan.strategy, change=opts.change)
+        # Recorded as "applying" before anything changes, under a resourceVersion check: a
+        # concurrent apply gets the next number, and a crash leaves a trace in `history`.
+        try:
+            revision = hist.reserve(kube, recorded, workspace=ws.canonical(), previous=previous,
+                                    strategy=plan.strategy, change=opts.change, at_least=revision)
+        except KaitoctlError as err:
+            err.message = f"cannot record the revision: {err.message}; nothing was applied"
+            raise
+        objs = stamp(render_workspace(ws, plan, registry=opts.registry), revision)
+        result.revision = revision
 
     def finish(outcome: str, seconds: Optional[float] = None, failure: Optional[str] = None) -> None:
         if not same_workspace:
             hist.finish(kube, recorded, revision, outcome=outcome, seconds=seconds, failure=failure)
 
+    try:
+        applied = apply_all(kube, [(obj, _live_of(obj, state)) for obj in objs], stale, opts.force_conflicts, ui)
+    except KaitoctlError as err:
+        finish("failed", failure=f"apply failed: {err.message}")
+        raise
+    ui.objects(applied)
+    for ref, action in result.actions:
+        ui.result(f"{ref} {action}")
+
     if not opts.wait:
         ui.step(f"not waiting for the rollout: `kaitoctl status {name} -n {namespace} --watch` follows it")
+        finish("applied")
         return result
-    if not template_changed and live is not None and _rolled_out(live):
-        ui.step("the pod template did not change: no rollout")
+    if not template_changed and not scaled and live is not None and _rolled_out(live):
+        ui.step("the pod template and the pod count did not change: no rollout")
         finish("no rollout")
         return result
+    if scaled:
+        ui.step(f"scaling from {live_replicas} to {new_replicas} pod(s): waiting until every pod is Ready")
     try:
         result.rollout_seconds = _watch(kube, ws, kind, namespace, opts, ui)
     except (RolloutFailed, RolloutTimeout) as err:
@@ -367,8 +397,110 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
             err.hint = (f"{err.hint + '; ' if err.hint else ''}nothing to roll back to (first revision): "
                         f"`kaitoctl delete {name} -n {namespace}` removes it")
         raise
+    except BaseException as err:
+        # The watch ended before the outcome was known (an API error such as a 403 on the pod
+        # watch, Ctrl-C): never "applied", so that `rollback` does not take it for a good revision.
+        why = err.message if isinstance(err, KaitoctlError) else \
+            "kaitoctl stopped watching (Ctrl-C)" if isinstance(err, KeyboardInterrupt) else repr(err)
+        try:
+            finish("interrupted", failure=f"the rollout watch ended early: {why}")
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+        if isinstance(err, KaitoctlError) and not same_workspace:
+            err.hint = (f"{err.hint + '; ' if err.hint else ''}revision {revision} is recorded as interrupted; "
+                        f"`kaitoctl status {name} -n {namespace} --watch` follows the rollout")
+        raise
     finish("succeeded", result.rollout_seconds)
     return result
+
+
+def _history_probe(history: hist.History, ws: Workspace, revision: int) -> dict[str, Any]:
+    """The history ConfigMap as the apply will write it (for the server-side dry run)."""
+    probe = hist.History(history.name, history.namespace, revisions=list(history.revisions))
+    probe.revisions.append(hist.Revision(revision=revision, time="", workspace=ws.canonical()))
+    return hist.to_configmap(probe)
+
+
+# --------------------------------------------------------------------------------------------
+# All or nothing
+
+
+_RESTORED_META = ("name", "namespace", "labels", "annotations", "ownerReferences")
+
+
+def restorable(live: dict[str, Any]) -> dict[str, Any]:
+    """A live object as an apply configuration that puts it back (server bookkeeping and status dropped)."""
+    meta = live.get("metadata") or {}
+    out = {k: copy.deepcopy(v) for k, v in live.items() if k not in ("status", "metadata")}
+    out["metadata"] = {k: copy.deepcopy(meta[k]) for k in _RESTORED_META if k in meta}
+    return out
+
+
+def _retrying(call: Any, attempts: int = 3) -> Any:
+    """``call()``, again after a short pause when the API server was busy or failing (5xx, 429, no answer)."""
+    import time
+
+    from kaitoctl.kube import is_transient, retry_after
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except ClusterError as err:
+            if attempt == attempts or not is_transient(err):
+                raise
+            time.sleep(min(retry_after(err) or 0.3 * attempt, 5.0))
+    return None  # pragma: no cover
+
+
+def apply_all(kube: Any, objs: list[tuple[dict[str, Any], Optional[dict[str, Any]]]], stale: list[dict[str, Any]],
+              force: bool, ui: ApplyUI) -> list[dict[str, Any]]:
+    """Apply every ``(object, live before)`` in order, then delete ``stale``; all or nothing.
+
+    Any number of objects of any kind (workload, Services, ConfigMaps, Secrets) can join the
+    list. A transient API error is retried; any other failure undoes the steps already done,
+    newest first (a created object is deleted, a changed or deleted one is put back as it was)
+    and raises the error, saying what was restored.
+    """
+    done: list[tuple[str, dict[str, Any], Optional[dict[str, Any]]]] = []   # (step, object, live before)
+    applied: list[dict[str, Any]] = []
+    try:
+        for obj, before in objs:
+            applied.append(_retrying(lambda: kube.apply(obj, force=force)))
+            done.append(("apply", obj, before))
+        for obj in stale:
+            _retrying(lambda: kube.delete(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")))
+            done.append(("delete", obj, obj))
+    except ClusterError as err:
+        undone, failed = _undo(kube, done)
+        what = ", ".join(undone) or "nothing had been written yet"
+        err.message = f"{err.message}; the apply stopped there and was undone ({what})"
+        if failed:
+            err.details = list(err.details) + [f"could not undo {line}" for line in failed]
+            err.hint = "some objects could not be put back: `kaitoctl status NAME` shows what is there now"
+        raise
+    return applied
+
+
+def _undo(kube: Any, done: list[tuple[str, dict[str, Any], Optional[dict[str, Any]]]]) -> tuple[list[str], list[str]]:
+    """Undo applied/deleted steps, newest first: what was undone, and what could not be."""
+    undone: list[str] = []
+    failed: list[str] = []
+    for step, obj, before in reversed(done):
+        ref = _ref(obj)
+        try:
+            if before is None:
+                _retrying(lambda: kube.delete(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")))
+                undone.append(f"{ref} removed")
+            else:
+                back = restorable(before)
+                if step == "delete":
+                    for key in ("clusterIP", "clusterIPs"):
+                        (back.get("spec") or {}).pop(key, None)
+                _retrying(lambda: kube.apply(back, force=True))
+                undone.append(f"{ref} restored")
+        except ClusterError as err:
+            failed.append(f"{ref}: {err.message}")
+    return undone, failed
 
 
 def _check(ws: Workspace, first: list[dict[str, Any]], state: ClusterState, namespace: str,
@@ -408,9 +540,7 @@ def rollback_target(history: hist.History, failed: int, previous: dict[str, Any]
     --no-rollback), going back to it would not restore service.
     """
     failed_entry = history.get(failed)
-    for rev in reversed(history.revisions):
-        if rev.revision >= failed or rev.outcome == "failed":
-            continue
+    for rev in history.good(below=failed):
         if failed_entry is not None and rev.workspace == failed_entry.workspace:
             continue
         return rev.workspace, rev.revision
@@ -423,13 +553,34 @@ def _ref(obj: dict[str, Any]) -> str:
     return object_ref(obj)
 
 
-def _live_of(obj: dict[str, Any], state: ClusterState) -> Optional[dict[str, Any]]:
+def _listed(obj: dict[str, Any], state: ClusterState) -> Optional[dict[str, Any]]:
     name = obj["metadata"]["name"]
-    pool = state.workloads if obj.get("kind") in WORKLOAD_KINDS else state.services
+    pool = state.workloads if obj.get("kind") in WORKLOAD_KINDS else \
+        state.services if obj.get("kind") == "Service" else []
     for live in pool:
         if live.get("kind", obj.get("kind")) == obj.get("kind") and live["metadata"]["name"] == name:
             return live
     return None
+
+
+def _read_by_name(kube: Any, objs: list[dict[str, Any]], state: ClusterState, namespace: str) -> None:
+    """GET the rendered objects the label LISTs did not return (new ones, other kinds, unlabelled ones)."""
+    from kaitoctl.kube import is_forbidden
+
+    for obj in objs:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if _listed(obj, state) is not None or key in state.by_name:
+            continue
+        try:
+            state.by_name[key] = kube.get_or_none(obj["kind"], key[1], namespace)
+        except ClusterError as err:
+            if not is_forbidden(err):
+                raise
+            state.by_name[key] = None
+
+
+def _live_of(obj: dict[str, Any], state: ClusterState) -> Optional[dict[str, Any]]:
+    return _listed(obj, state) or state.by_name.get((obj["kind"], obj["metadata"]["name"]))
 
 
 def _action(live: Optional[dict[str, Any]], dry: dict[str, Any]) -> str:
@@ -456,6 +607,10 @@ def _server_dry_run(kube: Any, objs: list[dict[str, Any]], force: bool) -> list[
             errors.append((obj, err))
     if not errors:
         return results
+    missing = next((err for _, err in errors if getattr(err, "missing_namespace", None)), None)
+    if missing is not None:
+        missing.message = f"{missing.message}; nothing was applied"
+        raise missing
     if len(errors) == 1:
         err = errors[0][1]
         err.message = f"server-side dry run: {err.message}; nothing was applied"

@@ -47,7 +47,9 @@ def delete_workspace(kube: Any, name: str, namespace: str, *, wait: bool = False
     if not objects:
         if ignore_not_found:
             return []
-        raise NotFound(
+        from kaitoctl.kube import namespace_missing
+
+        raise namespace_missing(kube, namespace) or NotFound(
             f"workspace {name!r} not found in namespace {namespace!r}: no objects labelled {selector(name)}",
             hint=f"`kaitoctl status -n {namespace}` lists the workspaces there; --ignore-not-found makes a "
                  "missing workspace a success (exit 0)",

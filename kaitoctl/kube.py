@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 from urllib.parse import quote
 
 from kaitoctl.errors import ClusterError, Conflict, NotFound
@@ -51,6 +51,9 @@ REQUEST_TIMEOUT = (10.0, 60.0)
 WATCH_SECONDS = 240
 # Resuming after a dropped stream: attempts before the error is given to the caller.
 WATCH_RETRIES = 5
+# Backoff between reopened watches: the cap of the exponential delay, and of a server's Retry-After.
+BACKOFF_CAP = 5.0
+MAX_RETRY_AFTER = 30.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class ResourceKind:
 KINDS: dict[str, ResourceKind] = {
     k.kind: k
     for k in (
+        ResourceKind("Namespace", "namespaces", "", "v1", False),
         ResourceKind("Node", "nodes", "", "v1", False),
         ResourceKind("Pod", "pods", "", "v1", True),
         ResourceKind("Event", "events", "", "v1", True),
@@ -263,6 +267,24 @@ def http_status(err: BaseException) -> int:
     return int(getattr(err, "http_status", 0) or 0)
 
 
+def retry_after(err: BaseException) -> Optional[float]:
+    """Seconds the server asked to wait before retrying (its ``Retry-After`` header), if it said."""
+    return getattr(err, "retry_after", None)
+
+
+def _retry_after(value: Any) -> Optional[float]:
+    try:
+        return max(0.0, float(value)) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def is_transient(err: BaseException) -> bool:
+    """A failure worth retrying: throttled (429), a server or webhook error (5xx), or no answer at all."""
+    status = http_status(err)
+    return status == 429 or status >= 500 or (status == 0 and isinstance(err, ClusterError))
+
+
 def is_forbidden(err: BaseException) -> bool:
     return http_status(err) in (401, 403)
 
@@ -316,15 +338,16 @@ def _api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: 
                  "or pick another --context",
         )
     if status == 403:
-        scope = "ClusterRole" if not spec.namespaced else "Role (or ClusterRole)"
-        return ClusterError(
-            f"forbidden: you may not {what}",
-            details=details + [f"RBAC rule that would allow it ({scope}): {spec.rbac_rule(verb)}"],
-            hint="ask a cluster admin to grant it; docs/cluster.md has the Role kaitoctl needs",
-        )
+        return _forbidden(body, server_msg, what, verb, spec, namespace, details)
     if status == 404:
+        missing = body.get("details") or {}
+        if missing.get("kind") == "namespaces" and namespace and missing.get("name", namespace) == namespace:
+            return missing_namespace(namespace, details)
         return NotFound(f"{spec.display}{'/' + name if name else ''} not found"
                         f"{' in namespace ' + repr(namespace) if namespace else ''}", details=details)
+    if status == 429:
+        return ClusterError(f"the API server at {server} is throttling requests: cannot {what} (429)",
+                            details=details, hint="the cluster is busy (API priority and fairness); retry shortly")
     if status == 409:
         causes = (body.get("details") or {}).get("causes") or []
         owned = [c for c in causes if (c.get("reason") or c.get("type")) == "FieldManagerConflict"]
@@ -354,6 +377,54 @@ def _api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: 
         return ClusterError(f"the API server at {server} failed to {what} (HTTP {status})", details=details,
                             hint="the server or an admission webhook is failing; retry, or ask the cluster admin")
     return ClusterError(f"cannot {what}: HTTP {status or '?'}", details=details)
+
+
+def _forbidden(body: dict[str, Any], server_msg: str, what: str, verb: str, spec: ResourceKind,
+               namespace: Optional[str], details: list[str]) -> ClusterError:
+    """A 403: RBAC only when the server says so; terminating namespaces, quotas and webhooks answer 403 too."""
+    causes = [c.get("reason") or c.get("type") for c in (body.get("details") or {}).get("causes") or []]
+    lower = server_msg.lower()
+    if "namespacetermination" in " ".join(map(str, causes)).lower() or "being terminated" in lower:
+        return ClusterError(f"namespace {namespace!r} is being deleted: cannot {what}", details=details,
+                            hint="wait until it is gone and create it again, or use another namespace")
+    if "exceeded quota" in lower or "resourcequota" in lower:
+        return ClusterError(f"a ResourceQuota refused it: cannot {what}", details=details,
+                            hint="`kubectl describe resourcequota -n NAMESPACE` shows the limits; free capacity "
+                                 "or ask for a larger quota")
+    if "admission webhook" in lower or "denied the request" in lower:
+        return ClusterError(f"an admission webhook refused it: cannot {what}", details=details,
+                            hint="the webhook's message above says which policy; change the workspace to meet it "
+                                 "or ask its owner")
+    if " cannot " not in lower and any(word in lower for word in ("validatingadmissionpolicy", "denied request",
+                                                                   "violates", "limitrange", "maximum", "minimum")):
+        return ClusterError(f"an admission policy refused it: cannot {what}", details=details,
+                            hint="the policy's message above says what it requires; change the workspace to meet it "
+                                 "or ask the cluster admin")
+    scope = "ClusterRole" if not spec.namespaced else "Role (or ClusterRole)"
+    return ClusterError(
+        f"forbidden: you may not {what}",
+        details=details + [f"RBAC rule that would allow it ({scope}): {spec.rbac_rule(verb)}"],
+        hint="ask a cluster admin to grant it; docs/cluster.md has the Role kaitoctl needs",
+    )
+
+
+def missing_namespace(namespace: str, details: Sequence[str] = ()) -> NotFound:
+    """The error for a namespace that does not exist (``missing_namespace`` set on it)."""
+    err = NotFound(f"namespace {namespace!r} not found", details=details,
+                   hint=f"create it (`kubectl create namespace {namespace}`), or pick another with -n")
+    err.missing_namespace = namespace  # type: ignore[attr-defined]
+    return err
+
+
+def namespace_missing(kube: "Kube", namespace: str) -> Optional[NotFound]:
+    """The missing-namespace error when ``namespace`` does not exist; None when it does or cannot be told."""
+    try:
+        kube.get("Namespace", namespace)
+    except NotFound:
+        return missing_namespace(namespace)
+    except ClusterError:
+        return None   # e.g. no RBAC to get namespaces: say nothing more
+    return None
 
 
 def transport_error(exc: BaseException, server: str) -> ClusterError:
@@ -458,14 +529,18 @@ class Kube:
                                                    auth_settings=["BearerToken"])
             resp = self._client.call_api(*request, _request_timeout=timeout)
             if not 200 <= resp.status <= 299:
-                raise api_error(resp.status, resp.read(), verb, spec, name, namespace, self.server,
+                err = api_error(resp.status, resp.read(), verb, spec, name, namespace, self.server,
                                 reason=resp.reason or "")
+                err.retry_after = _retry_after(resp.getheader("Retry-After"))  # type: ignore[attr-defined]
+                raise err
             if stream:
                 return resp.response
             data = resp.read()
         except ApiException as exc:  # the client reports TLS failures this way (status 0)
             if exc.status:
-                raise api_error(exc.status, exc.body, verb, spec, name, namespace, self.server) from exc
+                err = api_error(exc.status, exc.body, verb, spec, name, namespace, self.server)
+                err.retry_after = _retry_after((exc.headers or {}).get("Retry-After"))  # type: ignore[attr-defined]
+                raise err from exc
             raise transport_error(OSError(f"SSL: {exc.reason}"), self.server) from exc
         except (HTTPError, OSError) as exc:
             raise transport_error(exc, self.server) from exc
@@ -549,6 +624,15 @@ class Kube:
             query.append(("force", "true"))
         out = self._send("PATCH", spec.path(ns, name), query, verb="patch", spec=spec, name=name, namespace=ns,
                          body=obj, content_type="application/apply-patch+yaml")
+        return self._typed(out, spec)
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create ``obj`` (POST, field manager ``kaitoctl``); :class:`Conflict` when it already exists."""
+        spec = kind_of(obj["kind"])
+        name = obj["metadata"]["name"]
+        ns = self._ns(obj["metadata"].get("namespace")) if spec.namespaced else None
+        out = self._send("POST", spec.path(ns), [("fieldManager", FIELD_MANAGER)], verb="create", spec=spec,
+                         name=name, namespace=ns, body=obj, content_type="application/json")
         return self._typed(out, spec)
 
     def delete(self, kind: str, name: str, namespace: Optional[str] = None, *,
@@ -638,6 +722,14 @@ def _lines(resp: Any) -> Iterator[bytes]:
         yield buffer
 
 
+def reopen_delay(failures: int, err: Optional[BaseException] = None) -> float:
+    """Seconds before reopening a watch: the server's Retry-After when it sent one, else exponential (capped)."""
+    asked = retry_after(err) if err is not None else None
+    if asked is not None:
+        return min(asked, MAX_RETRY_AFTER)
+    return min(0.1 * 2 ** failures, BACKOFF_CAP)
+
+
 class Informer:
     """List then watch one kind, resuming through drops and relisting on 410.
 
@@ -676,16 +768,44 @@ class Informer:
                                    field_selector=self.field_selector)
         return WatchEvent("SYNC", self.spec.kind, items=items), rv
 
+    def _backoff(self, failures: int, err: Optional[BaseException] = None) -> None:
+        self._sleep(reopen_delay(failures, err))
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up at once when :meth:`stop` is called."""
+        deadline = time.monotonic() + seconds
+        while not self.stopped and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _relist_retrying(self) -> tuple[WatchEvent, str]:
+        failures = 0
+        while True:
+            try:
+                return self._relist()
+            except ClusterError as err:
+                failures += 1
+                if self.stopped or not is_transient(err) or failures > WATCH_RETRIES:
+                    raise
+                self._backoff(failures, err)
+
     def events(self) -> Iterator[WatchEvent]:
-        """SYNC first, then changes, until :meth:`stop` (or an error that retries cannot fix)."""
-        sync, rv = self._relist()
+        """SYNC first, then changes, until :meth:`stop` (or an error that retries cannot fix).
+
+        A stream the server closes is reopened from the last resourceVersion; one that closes
+        again without delivering anything backs off (0.1 s doubling up to 5 s), so a server or
+        proxy that keeps cutting streams is not hammered. A 429 waits the Retry-After it sent.
+        """
+        sync, rv = self._relist_retrying()
         yield sync
         failures = 0
+        empty_closes = 0
         while not self.stopped:
+            delivered = 0
             try:
                 for etype, obj in self.kube._watch_stream(self.spec, self.namespace, self.label_selector,
                                                           self.field_selector, rv, self):
                     failures = 0
+                    delivered += 1
                     new_rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if new_rv:
                         rv = new_rv
@@ -693,18 +813,23 @@ class Informer:
                         obj.setdefault("kind", self.spec.kind)
                         obj.setdefault("apiVersion", self.spec.api_version)
                         yield WatchEvent(etype, self.spec.kind, obj=obj)
-                # The server ended the stream (its timeout, a restart): the loop resumes from rv.
+                # The server ended the stream (its timeout, a restart, a proxy): resume from rv.
+                if self.stopped:
+                    return
+                empty_closes = 0 if delivered else empty_closes + 1
+                if empty_closes:
+                    self._backoff(empty_closes)
             except WatchExpired:
                 if self.stopped:
                     return
-                sync, rv = self._relist()
+                sync, rv = self._relist_retrying()
                 yield sync
             except ClusterError as err:
                 if self.stopped:
                     return
-                if http_status(err) in (400, 401, 403, 404, 422):
+                if not is_transient(err):
                     raise
                 failures += 1
                 if failures > WATCH_RETRIES:
                     raise
-                time.sleep(min(0.1 * 2 ** failures, 2.0))
+                self._backoff(failures, err)

@@ -31,6 +31,7 @@ API_KEY_SECRET_ANNOTATION = "kaitoctl.io/api-key-secret"
 API_KEY_SECRET_KEY = "api-key"
 ENABLE_LB_ANNOTATION = "kaito.sh/enablelb"              # value exactly "True" -> LoadBalancer, as KAITO
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+BETA_INSTANCE_TYPE_LABEL = "beta.kubernetes.io/instance-type"   # deprecated, still on older nodes
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"        # set on StatefulSet pods since Kubernetes 1.28
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
@@ -155,18 +156,23 @@ def _selector_expressions(ws: "Workspace") -> list[dict[str, Any]]:
 def node_affinity(ws: "Workspace") -> dict[str, Any]:
     """Required affinity from the labelSelector and instance type; preferred affinity for preferredNodes.
 
-    KAITO's node check also accepts nodes that carry no instance-type label, so
-    the required part is two ORed terms: selector AND instance-type In [type],
-    or selector AND instance-type DoesNotExist.
+    KAITO's node check also accepts nodes that carry no instance-type label, and
+    preflight reads the GA label, else the deprecated beta one (older nodes carry
+    only that). The required part is three ORed terms, each with the selector:
+    GA In [type]; no GA label and beta In [type]; neither label.
     """
     instance_type = ws.resource.instanceType
+
+    def label(key: str, operator: str) -> dict[str, Any]:
+        return {"key": key, "operator": operator, **({"values": [instance_type]} if operator == "In" else {})}
+
     # Each term gets its own copies: shared dicts would come out as YAML anchors.
     terms = [
-        {
-            "matchExpressions": _selector_expressions(ws)
-            + [{"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [instance_type]}]
-        },
-        {"matchExpressions": _selector_expressions(ws) + [{"key": INSTANCE_TYPE_LABEL, "operator": "DoesNotExist"}]},
+        {"matchExpressions": _selector_expressions(ws) + [label(INSTANCE_TYPE_LABEL, "In")]},
+        {"matchExpressions": _selector_expressions(ws) + [label(INSTANCE_TYPE_LABEL, "DoesNotExist"),
+                                                          label(BETA_INSTANCE_TYPE_LABEL, "In")]},
+        {"matchExpressions": _selector_expressions(ws) + [label(INSTANCE_TYPE_LABEL, "DoesNotExist"),
+                                                          label(BETA_INSTANCE_TYPE_LABEL, "DoesNotExist")]},
     ]
     affinity: dict[str, Any] = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}
     preferred = sorted(set(ws.resource.preferredNodes or []))

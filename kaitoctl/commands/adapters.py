@@ -208,7 +208,9 @@ def _history(kube: Any, name: str, namespace: str) -> tuple["History", int]:
     history = hist.read(kube, name, namespace)
     current = _running_revision(kube, name, namespace)
     if not history.revisions:
-        raise NotFound(f"no history recorded for workspace {namespace}/{name} "
+        from kaitoctl.kube import namespace_missing
+
+        raise namespace_missing(kube, namespace) or NotFound(f"no history recorded for workspace {namespace}/{name} "
                        f"(ConfigMap {hist.configmap_name(name)} not found)",
                        hint="history starts with the first `kaitoctl apply`")
     return history, current
@@ -294,9 +296,8 @@ def rollback_command(
                              hint=f"recorded revisions: {known} (`kaitoctl history {name}`)")
     else:
         running = history.get(current)
-        candidates = [r for r in reversed(history.revisions) if r.revision < current
-                      and r.outcome != "failed"
-                      and (running is None or r.workspace != running.workspace)]
+        candidates = [r for r in history.good(below=current)
+                      if running is None or r.workspace != running.workspace]
         if not candidates:
             raise UsageError(f"workspace {ns}/{name} has no earlier revision to roll back to",
                              hint=f"recorded revisions: {known}; pick one with --to-revision")

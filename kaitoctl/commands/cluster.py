@@ -343,12 +343,16 @@ def status_command(
     if name is None:
         if watch:
             raise UsageError("--watch needs a workspace NAME")
-        views = st.list_workspaces(kube, namespace, all_namespaces)
+        views = st.list_workspaces(kube, namespace, all_namespaces, warn=ConsoleUI().warn)
         if output in (StatusFormat.json, StatusFormat.yaml):
             emit([v.to_dict() for v in views], output.value)
         else:
+            from kaitoctl.kube import namespace_missing
+
+            ns = namespace or kube.namespace
+            gone = not views and not all_namespaces and namespace_missing(kube, ns) is not None
             print_status_table(views, wide=output is StatusFormat.wide, all_namespaces=all_namespaces,
-                               namespace=namespace or kube.namespace)
+                               namespace=ns, missing=" (the namespace does not exist)" if gone else "")
         return
     if all_namespaces:
         raise UsageError("-A cannot be combined with a workspace NAME; use -n NAMESPACE")
@@ -358,8 +362,10 @@ def status_command(
 
         view = st.get_workspace(kube, name, ns)
         ui = ConsoleUI()
-        run_interruptible(lambda: rollout.watch(kube, view.kind, name, ns, timeout_s=parse_duration(timeout),
-                                                on_progress=ui.progress), name, ns, ui)
+        watched = run_interruptible(lambda: rollout.watch(kube, view.kind, name, ns, timeout_s=parse_duration(timeout),
+                                                          on_progress=ui.progress), name, ns, ui)
+        if watched is not None:
+            _record_watched(kube, name, ns, view.revision, ui)
     view = st.get_workspace(kube, name, ns)
     if output in (StatusFormat.json, StatusFormat.yaml):
         data = view.to_dict()
@@ -370,6 +376,23 @@ def status_command(
         print_status_detail(view)
 
 
+def _record_watched(kube: "Kube", name: str, namespace: str, revision: int, ui: ConsoleUI) -> None:
+    """A revision whose apply stopped watching early (interrupted, --wait=false) has now rolled out: say so."""
+    from kaitoctl import history as hist
+    from kaitoctl.errors import ClusterError
+
+    try:
+        recorded = hist.read(kube, name, namespace)
+        entry = recorded.get(revision)
+        was = entry.outcome if entry is not None else None
+        if was in ("interrupted", "applied", "applying"):
+            # How long the whole rollout took is unknown here (this watch saw only its end).
+            hist.finish(kube, recorded, revision, outcome="succeeded")
+            ui.step(f"revision {revision} recorded as succeeded (was {was})")
+    except ClusterError as err:
+        ui.warn(f"the rollout finished, but its history entry could not be updated: {err.message}")
+
+
 def _event_dict(ev: dict[str, Any]) -> dict[str, Any]:
     from kaitoctl.rollout import event_time
 
@@ -378,14 +401,15 @@ def _event_dict(ev: dict[str, Any]) -> dict[str, Any]:
             "reason": ev.get("reason"), "message": ev.get("message"), "count": ev.get("count", 1)}
 
 
-def print_status_table(views: list["WorkspaceView"], *, wide: bool, all_namespaces: bool, namespace: str) -> None:
+def print_status_table(views: list["WorkspaceView"], *, wide: bool, all_namespaces: bool, namespace: str,
+                       missing: str = "") -> None:
     from rich.table import Table
 
     from kaitoctl.output import print_table, stderr_console
 
     if not views:
         where = "any namespace" if all_namespaces else f"namespace {namespace!r}"
-        stderr_console().print(f"No workspaces found in {where}.", markup=False)
+        stderr_console().print(f"No workspaces found in {where}{missing}.", markup=False)
         return
     columns = (["NAMESPACE"] if all_namespaces else []) + [
         "NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACESUCCEEDED", "AGE",

@@ -43,6 +43,7 @@ class Fault:
     message: str
     causes: list[dict[str, str]] | None = None
     remaining: int = 1
+    after: int = 0          # matching requests let through before the fault starts
 
 
 @dataclass
@@ -104,6 +105,9 @@ class Api:
                 raise errors.forbidden(res, verb, name, namespace, subresource)
             for fault in self.faults.pending:
                 if fault.verb in (verb, "*") and fault.resource in names:
+                    if fault.after > 0:
+                        fault.after -= 1
+                        continue
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self.faults.pending.remove(fault)

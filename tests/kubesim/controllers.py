@@ -473,11 +473,19 @@ class Controllers:
         if strategy.get("type", "RollingUpdate") == "RollingUpdate":
             partition = int((strategy.get("rollingUpdate") or {}).get("partition", 0))
             members = [by_ordinal.get(i) for i in range(replicas)]
-            if all(healthy(p) for p in members):
+            # As the real controller: OrderedReady waits until every pod is Running and Ready; Parallel
+            # does not, and replaces the highest outdated ordinal even when it is unhealthy, then waits
+            # for each updated pod (from the top) to be healthy before the next.
+            if not ordered or all(healthy(p) for p in members):
                 for ordinal in range(replicas - 1, partition - 1, -1):
-                    pod = by_ordinal[ordinal]
+                    pod = by_ordinal.get(ordinal)
+                    if pod is None:
+                        break
                     if pod["metadata"].get("labels", {}).get("controller-revision-hash") != update_revision:
-                        self._delete_sts_pod(sts, pod)
+                        if not is_terminating(pod):
+                            self._delete_sts_pod(sts, pod)
+                        break
+                    if not healthy(pod):
                         break
 
         active = [p for p in by_ordinal.values() if not is_terminating(p)]

@@ -342,6 +342,16 @@ class KubeSim:
         res = lookup(kind)
         self.api.delete(res, namespace, name, {"propagationPolicy": propagation}, None)
 
+    def add_event(self, kind: str, namespace: str | None, name: str, reason: str, message: str,
+                  type_: str = "Normal", component: str = "cluster-autoscaler") -> None:
+        """Record an Event about an object as another controller would (e.g. the cluster autoscaler's
+        ``TriggeredScaleUp`` on a pending pod); a repeat bumps count and lastTimestamp."""
+        obj = self.get(kind, namespace, name)
+        if obj is None:
+            raise KeyError(f"{kind} {namespace}/{name} does not exist")
+        with self.cluster.store.lock:
+            self.cluster.emit(obj, type_, reason, message, component)
+
     # ------------------------------------------------------------------ faults
 
     def forbid(self, verb: str, resource: str) -> None:
@@ -362,13 +372,21 @@ class KubeSim:
         message: str,
         causes: list[dict[str, str]] | None = None,
         times: int = 1,
+        after: int = 0,
     ) -> None:
         """Answer the next ``times`` matching requests with a Status of ``code``.
 
-        ``causes`` become ``details.causes`` (dicts with reason/field/message).
+        ``causes`` become ``details.causes`` (dicts with reason/field/message). ``after``: let
+        that many matching requests through first (e.g. 1 = the dry run passes, the write fails).
         """
         with self.api.faults.lock:
-            self.api.faults.pending.append(Fault(verb, resource, code, message, causes, times))
+            self.api.faults.pending.append(Fault(verb, resource, code, message, causes, times, after))
+
+    def clear_faults(self) -> None:
+        """Forget every ``forbid`` and every ``fail_next`` not used up yet."""
+        with self.api.faults.lock:
+            self.api.faults.forbidden.clear()
+            self.api.faults.pending.clear()
 
     def clear_requests(self) -> None:
         with self._requests_lock:

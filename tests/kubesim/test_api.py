@@ -235,6 +235,21 @@ def test_fail_next_fails_once_with_the_given_status(sim: KubeSim, core: client.C
     assert core.create_namespaced_config_map("default", {"metadata": {"name": "x"}}).metadata.name == "x"
 
 
+def test_fail_next_after_lets_the_first_requests_through_and_clear_faults_disarms(
+    sim: KubeSim, core: client.CoreV1Api
+) -> None:
+    sim.fail_next("create", "configmaps", 500, "etcdserver: request timed out", after=1)
+    core.create_namespaced_config_map("default", {"metadata": {"name": "a"}})
+    with pytest.raises(client.ApiException) as raised:
+        core.create_namespaced_config_map("default", {"metadata": {"name": "b"}})
+    assert raised.value.status == 500
+    sim.fail_next("create", "configmaps", 500, "never reached")
+    sim.forbid("list", "configmaps")
+    sim.clear_faults()
+    core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
+    assert len(core.list_namespaced_config_map("default").items) == 2
+
+
 def test_requests_are_recorded_for_counting(sim: KubeSim, core: client.CoreV1Api) -> None:
     sim.clear_requests()
     core.list_namespaced_pod("default", label_selector="app=x")

@@ -189,6 +189,27 @@ def test_statefulset_rolling_update_replaces_highest_ordinal_first(
     assert all(p.metadata.labels["v"] == "2" for p in core.list_namespaced_pod("default").items)
 
 
+def test_parallel_statefulset_replaces_an_unhealthy_highest_ordinal(
+    sim: KubeSim, apps: client.AppsV1Api, core: client.CoreV1Api
+) -> None:
+    # As the real controller: Parallel does not wait for every pod to be healthy before it replaces
+    # the highest outdated ordinal; it then waits for that updated pod before the next.
+    sim.add_node("n1")
+    apps.create_namespaced_stateful_set("default", statefulset(replicas=2))
+    sim.wait_until(lambda: apps.read_namespaced_stateful_set("db", "default").status.ready_replicas == 2)
+    sim.set_image_behaviour("registry.example/db:2", "crash")
+    apps.patch_namespaced_stateful_set("db", "default", {"spec": {"template": {"spec": {"containers": [
+        {"name": "main", "image": "registry.example/db:2"}]}}}})
+    sim.wait_until(lambda: [p for p in core.list_namespaced_pod("default").items if p.metadata.name == "db-1"
+                            and p.spec.containers[0].image == "registry.example/db:2"], what="db-1 updated")
+    first = core.read_namespaced_pod("db-0", "default").metadata.uid
+    apps.patch_namespaced_stateful_set("db", "default", {"spec": {"template": {"spec": {"containers": [
+        {"name": "main", "image": "registry.example/db:1"}]}}}})
+    sim.wait_until(lambda: apps.read_namespaced_stateful_set("db", "default").status.ready_replicas == 2,
+                   what="the crash-looping db-1 replaced by the fixed template")
+    assert core.read_namespaced_pod("db-0", "default").metadata.uid == first
+
+
 def test_pod_delete_goes_through_terminating(sim: KubeSim, core: client.CoreV1Api) -> None:
     sim.add_node("n1")
     sim.add_pod("default", "p", "n1")
