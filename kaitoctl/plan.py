@@ -73,6 +73,11 @@ def choose_strategy(count: int, gpus_per_pod: int, node_gpus: Optional[int], sku
     """
     if gpus_per_pod <= 0:
         return "RollingUpdate", "The pods request no GPUs, so a surge pod can always be scheduled."
+    if not node_gpus and not sku_name.strip():
+        return "Recreate", (
+            "Your own nodes (empty instanceType): their GPUs are known only to the preflight, so offline kaitoctl "
+            "cannot show that a surge pod fits; an update stops the old pods before starting new ones."
+        )
     if not node_gpus:
         return "Recreate", (
             f"Instance type {sku_name} is not in the SKU catalog, so kaitoctl cannot show that a surge pod fits; "
@@ -135,6 +140,10 @@ def default_plan(ws: "Workspace") -> Plan:
             hint="run `kaitoctl presets list` for the valid names",
         )
     gpus = gpus_per_pod(preset, count, node_gpus, sku.gpu_memory_per_gpu_bytes if sku else None)
+    partition = ws.resource.partition
+    if partition is not None:
+        # A MIG device is not an nvidia.com/gpu; N whole GPUs are exactly N.
+        gpus = partition.count or 1 if partition.mode == "accelerator" else 0
     if preset.distributed:
         return Plan(
             gpus_per_pod=gpus,
