@@ -63,6 +63,7 @@ class ApplyOptions:
     registry: Optional[str] = None
     namespace: Optional[str] = None       # -n; the file's namespace wins when they agree
     change: str = "apply"                 # how the history describes this revision's origin
+    companions: list[dict[str, Any]] = field(default_factory=list)  # the file's ConfigMaps/Secrets, applied too
 
 
 @dataclass
@@ -76,6 +77,9 @@ class ClusterState:
     pods_complete: bool = True
     secrets: Optional[dict[str, bool]] = None
     history: Optional[hist.History] = None
+    # ConfigMaps/Secrets of the file or named by the workspace: (kind, name) → live object (None: absent);
+    # a pair missing from the dict could not be read (forbidden).
+    companions: dict[tuple[str, str], Optional[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def workload(self) -> Optional[dict[str, Any]]:
@@ -205,6 +209,71 @@ def needed_secrets(ws: Workspace) -> list[str]:
     return sorted(names)
 
 
+def named_objects(ws: Workspace) -> list[tuple[str, str]]:
+    """The (kind, name) of the model-access Secret and the inference-config ConfigMap ``ws`` names."""
+    out = []
+    if ws.model_access_secret:
+        out.append(("Secret", ws.model_access_secret))
+    if ws.inference_config:
+        out.append(("ConfigMap", ws.inference_config))
+    return out
+
+
+def _read_companions(kube: Any, ws: Workspace, namespace: str, file_objs: list[dict[str, Any]],
+                     state: ClusterState, ui: ApplyUI) -> None:
+    from kaitoctl.kube import is_forbidden
+
+    wanted = named_objects(ws) + [(o["kind"], o["metadata"]["name"]) for o in file_objs]
+    for kind, name in dict.fromkeys(wanted):
+        try:
+            state.companions[(kind, name)] = kube.get_or_none(kind, name, namespace)
+        except ClusterError as err:
+            if not is_forbidden(err):
+                raise
+            ui.warn(f"cannot read {kind} {name} in {namespace!r} (forbidden): not checked")
+
+
+def _missing_references(ws: Workspace, file_objs: list[dict[str, Any]], state: ClusterState) -> list[str]:
+    """Preflight problems: a Secret/ConfigMap the workspace names that is neither in the file nor in the cluster."""
+    from kaitoctl.companions import HF_TOKEN_KEY, INFERENCE_CONFIG_KEY, keys
+
+    in_file = {(o["kind"], o["metadata"]["name"]): o for o in file_objs}
+    problems = []
+    for kind, name in named_objects(ws):
+        key = HF_TOKEN_KEY if kind == "Secret" else INFERENCE_CONFIG_KEY
+        field_name = "presetOptions.modelAccessSecret" if kind == "Secret" else "inference.config"
+        if (kind, name) in in_file or (kind, name) not in state.companions:
+            continue
+        live = state.companions[(kind, name)]
+        if live is None:
+            problems.append(f"{kind} {name} (named by {field_name}) is neither in the file nor in namespace "
+                            f"{ws.metadata.namespace}: create it with the key {key}, or add it to the file")
+        elif key not in keys(live):
+            problems.append(f"{kind} {name} (named by {field_name}) in namespace {ws.metadata.namespace} has no key "
+                            f"{key}")
+    return problems
+
+
+def _config_text(ws: Workspace, file_objs: list[dict[str, Any]], state: ClusterState) -> Optional[str]:
+    """The inference config's content, from the file, else from the cluster (its hash goes into the pods)."""
+    from kaitoctl.companions import INFERENCE_CONFIG_KEY, text_value
+
+    if not ws.inference_config:
+        return None
+    for obj in file_objs:
+        if (obj["kind"], obj["metadata"]["name"]) == ("ConfigMap", ws.inference_config):
+            return text_value(obj, INFERENCE_CONFIG_KEY)
+    live = state.companions.get(("ConfigMap", ws.inference_config))
+    return text_value(live, INFERENCE_CONFIG_KEY) if live else None
+
+
+def _printable(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Objects for the terminal: Secret values never printed."""
+    from kaitoctl.companions import redacted
+
+    return [redacted(o) if o.get("kind") == "Secret" else o for o in objs]
+
+
 def read_cluster(kube: Any, ws: Workspace, namespace: str, *, preflight: bool, ui: ApplyUI) -> ClusterState:
     """Everything apply decides from; a handful of requests, none of them per node."""
     from kaitoctl.kube import is_forbidden
@@ -257,10 +326,14 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     ws = with_namespace(ws, namespace)
     name = ws.name
 
+    from kaitoctl.companions import for_apply
+
     first = render_workspace(ws, default_plan(ws), registry=opts.registry)
     kind = workload_of(first)["kind"]
     state = read_cluster(kube, ws, namespace, preflight=not opts.skip_preflight, ui=ui)
     live = state.workload
+    file_objs = [for_apply(o, (o.get("metadata") or {}).get("namespace") or namespace) for o in opts.companions]
+    _read_companions(kube, ws, namespace, file_objs, state, ui)
 
     report: Optional[PreflightReport] = None
     if opts.skip_preflight:
@@ -268,6 +341,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
         ui.warn(f"preflight skipped: {plan.strategy} from the catalog, not checked against the nodes")
     else:
         report = _check(ws, first, state, namespace)
+        report.problems.extend(_missing_references(ws, file_objs, state))
         ui.preflight(report)
         if not report.ok:
             raise PreflightFailed(
@@ -284,12 +358,13 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     # the cluster's free GPUs, a newer kaitoctl) updates objects under the same revision.
     revision = hist.revision_of(live) if same_workspace else \
         max(hist.revision_of(live), state.history.latest if state.history else 0) + 1
-    objs = stamp(render_workspace(ws, plan, registry=opts.registry), revision)
+    objs = file_objs + stamp(render_workspace(ws, plan, registry=opts.registry,
+                                              config_data=_config_text(ws, file_objs, state)), revision)
     result = ApplyResult(name=name, namespace=namespace, revision=revision, strategy=plan.strategy,
                          dry_run=opts.dry_run)
 
     if opts.dry_run == "client":
-        ui.objects(objs)
+        ui.objects(_printable(objs))
         for obj in objs:
             result.actions.append((_ref(obj), "configured" if _live_of(obj, state) else "created"))
             ui.result(f"{_ref(obj)} {result.actions[-1][1]} (dry run)")
@@ -318,7 +393,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
         return result
 
     if opts.dry_run == "server":
-        ui.objects(dry)
+        ui.objects(_printable(dry))
         for ref, action in result.actions:
             ui.result(f"{ref} {action} (server dry run)")
         return result
@@ -327,7 +402,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
         _gate_downtime(ws, live, kind, plan, report, state, opts, ui)
 
     applied = [kube.apply(obj, force=opts.force_conflicts) for obj, _ in actions]
-    ui.objects(applied)
+    ui.objects(_printable(applied))
     for obj in stale:
         kube.delete(obj["kind"], obj["metadata"]["name"], namespace)
     for ref, action in result.actions:
@@ -412,6 +487,8 @@ def _ref(obj: dict[str, Any]) -> str:
 
 def _live_of(obj: dict[str, Any], state: ClusterState) -> Optional[dict[str, Any]]:
     name = obj["metadata"]["name"]
+    if obj.get("kind") in ("ConfigMap", "Secret"):
+        return state.companions.get((obj["kind"], name))
     pool = state.workloads if obj.get("kind") in WORKLOAD_KINDS else state.services
     for live in pool:
         if live.get("kind", obj.get("kind")) == obj.get("kind") and live["metadata"]["name"] == name:

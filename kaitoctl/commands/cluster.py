@@ -244,16 +244,16 @@ def apply_command(
     is rolled back to the previous revision unless --no-rollback.
     """
     from kaitoctl.apply import ApplyOptions, apply_workspace
-    from kaitoctl.validate import load_workspaces
+    from kaitoctl.validate import load_objects
 
     wait = wait_flag(ctx, no_wait, default=True)
     timeout_s = parse_duration(timeout)
-    workspaces = load_workspaces(filename, strict=strict)
+    workspaces, companions = load_objects(filename, strict=strict)
     ui = ConsoleUI(objects_format=output.value if output else None)
     kube = connect(kubeconfig, context, namespace)
     opts = ApplyOptions(dry_run=dry_run.value, force_conflicts=force_conflicts, skip_preflight=skip_preflight,
                         wait=wait, timeout_s=timeout_s, allow_downtime=allow_downtime, rollback=not no_rollback,
-                        registry=registry, namespace=namespace)
+                        registry=registry, namespace=namespace, companions=companions)
     for ws in workspaces:
         run_interruptible(lambda: apply_workspace(kube, ws, opts, ui), ws.name,
                           ws.metadata.namespace or namespace or kube.namespace, ui)
