@@ -90,3 +90,23 @@ def test_examples_accepted_by_the_test_clusters_server_side_dry_run() -> None:
                 if obj["kind"] == "Secret":
                     obj = {**obj, "stringData": {k: "x" for k in obj.get("stringData", {})}}
                 kube.apply({**obj, "metadata": {**obj["metadata"], "namespace": "default"}}, dry_run=True)
+
+
+def test_a_changed_inference_config_changes_the_pod_template() -> None:
+    path = next(p for p in EXAMPLES if p.stem.endswith("phi-4"))
+    ws = check_file(str(path)).workspaces[0]
+    first, second = (render_workspace(ws, default_plan(ws), config_data=text)[-1]["spec"]["template"]
+                     for text in ("vllm:\n  max-model-len: 4096\n", "vllm:\n  max-model-len: 8192\n"))
+    assert first["metadata"]["annotations"] != second["metadata"]["annotations"]  # apply rolls the pods
+    assert first["spec"] == second["spec"]
+
+
+def test_v1alpha1_and_v1beta1_are_the_same_workspace(tmp_path: Path) -> None:
+    beta = next(p for p in EXAMPLES if p.stem.endswith("phi-4-mini-instruct")).read_text()
+    alpha = tmp_path / "alpha.yaml"
+    alpha.write_text(beta.replace("kaito.sh/v1beta1", "kaito.sh/v1alpha1"))
+    (a,), (b,) = check_file(str(alpha)).workspaces, check_file(str(EXAMPLES[0].parent / "kaito_workspace_phi-4-mini-instruct.yaml")).workspaces
+    assert a.apiVersion != b.apiVersion
+    # The recorded Workspace (history, status, rollback) and every rendered object are identical.
+    assert a.canonical() == b.canonical()
+    assert render_workspace(a, default_plan(a)) == render_workspace(b, default_plan(b))

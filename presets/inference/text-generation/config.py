@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from . import inference_config
 from .errors import ConfigError
 
 DEFAULT_MODEL_DIR = "/workspace/tfs/weights"
@@ -82,6 +83,7 @@ class ServerConfig:
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "ServerConfig":
         """Read the ``KAITOCTL_*`` variables (see the module docstring for the list)."""
         env = dict(os.environ if environ is None else environ)
+        env = inference_config.apply(env)  # the workspace's inference.config, when mounted
         adapter_dir = env.get("KAITOCTL_ADAPTER_DIR") or DEFAULT_ADAPTER_DIR
         adapters_json = env.get("KAITOCTL_ADAPTERS")
         return cls(
