@@ -267,6 +267,18 @@ def _config_text(ws: Workspace, file_objs: list[dict[str, Any]], state: ClusterS
     return text_value(live, INFERENCE_CONFIG_KEY) if live else None
 
 
+def _byo_plan(ws: Workspace, state: ClusterState) -> Plan:
+    """Your own nodes (empty instanceType): GPUs per pod from their GPU Feature Discovery labels."""
+    from kaitoctl.plan import default_plan
+    from kaitoctl.preflight import gfd_shape
+
+    shape = gfd_shape(ws, state.nodes)
+    if shape is None:
+        return default_plan(ws)
+    return default_plan(ws, node_gpus=shape.count, per_gpu_bytes=shape.per_gpu_bytes,
+                        shape_name=f"{shape.product or 'GPU'} node ({shape.count} GPUs)")
+
+
 def _printable(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Objects for the terminal: Secret values never printed."""
     from kaitoctl.companions import redacted
@@ -334,6 +346,8 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     live = state.workload
     file_objs = [for_apply(o, (o.get("metadata") or {}).get("namespace") or namespace) for o in opts.companions]
     _read_companions(kube, ws, namespace, file_objs, state, ui)
+    if ws.byo_nodes and state.nodes:
+        first = render_workspace(ws, _byo_plan(ws, state), registry=opts.registry)
 
     report: Optional[PreflightReport] = None
     if opts.skip_preflight:
@@ -459,6 +473,8 @@ def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui
     ws = with_namespace(ws, namespace)
     first = render_workspace(ws, default_plan(ws))
     state = read_cluster(kube, ws, namespace, preflight=True, ui=ui)
+    if ws.byo_nodes:
+        first = render_workspace(ws, _byo_plan(ws, state))
     return _check(ws, first, state, namespace)
 
 
