@@ -66,10 +66,11 @@ def test_gated_preset_without_secret_is_an_error_at_validate_time() -> None:
 
 
 def test_architectures_the_server_cannot_load_or_run_are_refused() -> None:
-    (error,) = [m for s, _, m in findings(ws("ministral-3-8b-instruct")) if s == "error"]
-    assert error.startswith("preset ministral-3-8b-instruct is a Mistral3ForConditionalGeneration model, which "
-                            "kaitoctl's server cannot serve: transformers loads model type mistral3 only as "
-                            "image-text-to-text")
+    (error,) = [m for s, _, m in findings(ws("mistral-large-3-675b-instruct", "Standard_ND96isr_H200_v5"))
+                if s == "error"]
+    assert error == ("preset mistral-large-3-675b-instruct is a MistralLarge3ForCausalLM model, which kaitoctl's "
+                     "server cannot serve: transformers has no model class for this architecture (KAITO serves it "
+                     "with vLLM only)")
     errors = [m for s, _, m in findings(ws("deepseek-v3-0324", "p4de.24xlarge")) if s == "error"]
     assert any("cannot run on NVIDIA A100-80GB (compute capability 8.0)" in m for m in errors), errors
 

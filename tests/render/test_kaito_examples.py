@@ -22,9 +22,8 @@ from kaitoctl.render import render_workspace
 from kaitoctl.validate import check_file, config_data
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "kaito").glob("kaito_workspace_*.yaml"))
-# Mistral3ForConditionalGeneration / MistralLarge3ForCausalLM: not loadable with AutoModelForCausalLM.
-NOT_SERVED = {"ministral-3-3b-instruct", "ministral-3-8b-instruct", "ministral-3-14b-instruct",
-              "mistral-large-3-675b-instruct"}
+# MistralLarge3ForCausalLM: transformers has no model class for it (KAITO serves it with vLLM only).
+NOT_SERVED = {"mistral-large-3-675b-instruct"}
 
 
 def _preset_of(path: Path) -> str:
