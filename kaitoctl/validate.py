@@ -834,6 +834,14 @@ def _rule_references(ctx: _Context) -> None:
                 ctx.note(path, f"ConfigMap {name}: ignored by kaitoctl's server: {text}")
             if "KAITOCTL_MAX_MODEL_LEN" in config.settings:
                 ctx.max_model_len = int(config.settings["KAITOCTL_MAX_MODEL_LEN"])
+            if "KAITOCTL_TENSOR_PARALLEL_SIZE" in config.settings and ctx.preset is not None and ctx.sku is not None:
+                from kaitoctl.plan import default_plan
+
+                tp, gpus = int(config.settings["KAITOCTL_TENSOR_PARALLEL_SIZE"]), default_plan(ctx.ws).gpus_per_pod
+                if tp != gpus:
+                    ctx.warning(path, f"ConfigMap {name}: tensor-parallel-size is {tp}, but each pod gets {gpus} "
+                                      f"GPU(s) on {ctx.sku.name}, over which kaitoctl's server spreads the model: "
+                                      f"set tensor-parallel-size: {gpus} (or remove it)")
 
 
 RULES: tuple[Callable[[_Context], None], ...] = (

@@ -105,3 +105,13 @@ def test_render_prints_secret_keys_never_values(tmp_path, capsys) -> None:
     assert exit_.value.code == 0 and "hf_top_secret" not in out and "c2VjcmV0" not in out
     rendered = json.loads(out)["items"][0]
     assert rendered["stringData"] == {"HF_TOKEN": "<redacted>", "extra": "<redacted>"} and "data" not in rendered
+
+
+def test_tensor_parallel_size_is_checked_against_the_pods_gpus() -> None:
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
+              "data": {"inference_config.yaml": "vllm:\n  tensor-parallel-size: 4\n  max-model-len: 8192\n"}}
+    got = findings(config, ws("llama-3.3-70b-instruct", "Standard_NC96ads_A100_v4", inference__config="cfg",
+                              inference__preset__presetOptions={"modelAccessSecret": "hf"}))
+    assert ("warning", "inference.config", "ConfigMap cfg: tensor-parallel-size is 4, but each pod gets 2 GPU(s) on "
+            "Standard_NC96ads_A100_v4, over which kaitoctl's server spreads the model: set tensor-parallel-size: 2 "
+            "(or remove it)") in got

@@ -63,3 +63,18 @@ def test_server_refuses_a_broken_file(tmp_path) -> None:
     path.write_text("vllm:\n  max-num-seqs: many\n")
     with pytest.raises(ConfigError, match="vllm.max-num-seqs must be a positive integer"):
         ServerConfig.from_env({"KAITOCTL_INFERENCE_CONFIG": str(path)})
+
+
+def test_max_model_len_caps_the_served_context(tiny, tmp_path) -> None:
+    from kaitoctl_server.app import create_app
+    from kaitoctl_server.loader import load_served_model
+
+    path = tmp_path / "inference_config.yaml"
+    path.write_text("vllm:\n  max-model-len: 16\n")
+    config = ServerConfig.from_env({"KAITOCTL_INFERENCE_CONFIG": str(path), "KAITOCTL_MODEL": str(tiny.llama)})
+    served = load_served_model(config)
+    assert served.context_length == 16
+    client = create_app(config, served=served).test_client()
+    assert client.get("/v1/models").json["data"][0]["max_model_len"] == 16
+    response = client.post("/v1/completions", json={"model": "x", "prompt": "word " * 40, "max_tokens": 2})
+    assert response.status_code == 400 and response.json["error"]["code"] == "context_length_exceeded"

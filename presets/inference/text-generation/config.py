@@ -62,6 +62,7 @@ class ServerConfig:
     model_name: Optional[str] = None
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_model_len: int = 0  # tokens of context served; 0: the model's own limit (KAITOCTL_MAX_MODEL_LEN)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class ServerConfig:
             model_name=env.get("KAITOCTL_MODEL_NAME") or None,
             max_tokens=_env_int(env, "KAITOCTL_MAX_TOKENS", DEFAULT_MAX_TOKENS),
             max_body_bytes=_env_int(env, "KAITOCTL_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            max_model_len=_env_int(env, "KAITOCTL_MAX_MODEL_LEN", 0),
             environ=env,
         )
 

@@ -136,7 +136,7 @@ def load_served_model(config: ServerConfig) -> ServedModel:
         model_name=config.model_name or _model_name(model_dir, raw_config),
         architecture=type(model).__name__,
         num_parameters=sum(p.numel() for p in model.parameters()),
-        context_length=_context_length(model, tokenizer),
+        context_length=min(_context_length(model, tokenizer), config.max_model_len or 2**62),
         dtype=str(serving).replace("torch.", ""),
         device=device_desc,
         adapters=[adapter.summary() for adapter in adapters],
