@@ -219,6 +219,13 @@ def named_objects(ws: Workspace) -> list[tuple[str, str]]:
     return out
 
 
+def _file_objects(companions: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """The file's ConfigMaps/Secrets as apply sends them: their own namespace, else the workspace's."""
+    from kaitoctl.companions import for_apply
+
+    return [for_apply(o, (o.get("metadata") or {}).get("namespace") or namespace) for o in companions]
+
+
 def _read_companions(kube: Any, ws: Workspace, namespace: str, file_objs: list[dict[str, Any]],
                      state: ClusterState, ui: ApplyUI) -> None:
     from kaitoctl.kube import is_forbidden
@@ -338,13 +345,11 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     ws = with_namespace(ws, namespace)
     name = ws.name
 
-    from kaitoctl.companions import for_apply
-
     first = render_workspace(ws, default_plan(ws), registry=opts.registry)
     kind = workload_of(first)["kind"]
     state = read_cluster(kube, ws, namespace, preflight=not opts.skip_preflight, ui=ui)
     live = state.workload
-    file_objs = [for_apply(o, (o.get("metadata") or {}).get("namespace") or namespace) for o in opts.companions]
+    file_objs = _file_objects(opts.companions, namespace)
     _read_companions(kube, ws, namespace, file_objs, state, ui)
     if ws.byo_nodes and state.nodes:
         first = render_workspace(ws, _byo_plan(ws, state), registry=opts.registry)
@@ -464,8 +469,12 @@ def _check(ws: Workspace, first: list[dict[str, Any]], state: ClusterState, name
                     pods_complete=state.pods_complete)
 
 
-def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui: ApplyUI) -> PreflightReport:
-    """The preflight alone (``kaitoctl preflight``): reads the cluster, writes nothing."""
+def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui: ApplyUI,
+                     companions: list[dict[str, Any]] = ()) -> PreflightReport:  # type: ignore[assignment]
+    """The preflight alone (``kaitoctl preflight``): reads the cluster, writes nothing.
+
+    ``companions``: the file's ConfigMaps/Secrets (a Secret the workspace names may be there
+    instead of in the cluster)."""
     from kaitoctl.plan import default_plan
     from kaitoctl.render import render_workspace
 
@@ -475,7 +484,11 @@ def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui
     state = read_cluster(kube, ws, namespace, preflight=True, ui=ui)
     if ws.byo_nodes:
         first = render_workspace(ws, _byo_plan(ws, state))
-    return _check(ws, first, state, namespace)
+    file_objs = _file_objects(companions, namespace)
+    _read_companions(kube, ws, namespace, file_objs, state, ui)
+    report = _check(ws, first, state, namespace)
+    report.problems.extend(_missing_references(ws, file_objs, state))
+    return report
 
 
 def rollback_target(history: hist.History, failed: int, previous: dict[str, Any],

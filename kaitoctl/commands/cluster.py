@@ -290,12 +290,12 @@ def preflight_command(
     from kaitoctl.apply import preflight_report
     from kaitoctl.errors import PreflightFailed
     from kaitoctl.output import emit, stdout_console
-    from kaitoctl.validate import load_workspaces
+    from kaitoctl.validate import load_objects
 
-    workspaces = load_workspaces(filename, strict=strict)
+    workspaces, companions = load_objects(filename, strict=strict)
     kube = connect(kubeconfig, context, namespace)
     ui = ConsoleUI(preflight_table=False)
-    reports = [preflight_report(kube, ws, namespace, ui) for ws in workspaces]
+    reports = [preflight_report(kube, ws, namespace, ui, companions=companions) for ws in workspaces]
     if output is ReportFormat.table:
         for report in reports:
             print_preflight(report, stdout_console())

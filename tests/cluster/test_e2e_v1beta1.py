@@ -74,5 +74,8 @@ def test_a_named_secret_missing_from_file_and_cluster_fails_the_preflight(sim, k
     assert ("Secret hf-token (named by presetOptions.modelAccessSecret) is neither in the file nor in namespace "
             "default") in result.stderr
     assert writes(sim) == []
+    checked = kaitoctl("preflight", "-f", write_ws(ws))
+    assert checked.returncode == 5 and "Secret hf-token (named by presetOptions.modelAccessSecret)" in checked.stderr
     sim.add_secret("default", "hf-token", data={"HF_TOKEN": "x"})
+    assert kaitoctl("preflight", "-f", write_ws(ws)).returncode == 0
     assert kaitoctl("apply", "-f", write_ws(ws), "--timeout", "60s").returncode == 0
