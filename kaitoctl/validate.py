@@ -318,6 +318,8 @@ def _rule_metadata(ctx: _Context) -> None:
         if key == API_KEY_SECRET_ANNOTATION and not _DNS1123_SUBDOMAIN.fullmatch(value):
             ctx.error(("metadata", "annotations", key), f"{key} must name a Secret in the workspace's namespace "
                                                         f"(a DNS subdomain), found {show_value(value)}")
+        if key in _KAITO_ANNOTATIONS:
+            _check_kaito_annotation(ctx, key, value)
         if key == "kaito.sh/enablelb" and value not in ("True", "False"):
             ctx.warning(("metadata", "annotations", key),
                         f"kaito.sh/enablelb is {show_value(value)}: KAITO makes the Service a LoadBalancer only for "
@@ -328,6 +330,27 @@ def _rule_metadata(ctx: _Context) -> None:
             ctx.error((), f"the Workspace is {size} bytes as JSON: kaitoctl records the applied Workspace in an "
                           "annotation of its workload, and Kubernetes allows at most 256 KiB of annotations per "
                           f"object; keep it under {MAX_CANONICAL_BYTES} bytes")
+
+
+# KAITO's annotations of today (kaito-2026-facts): allowed values (None: any), what kaitoctl does with them.
+_KAITO_ANNOTATIONS: dict[str, tuple[Optional[tuple[str, ...]], str]] = {
+    "kaito.sh/runtime": (("transformers", "vllm"), "kaitoctl always runs its bundled transformers server; vLLM engine "
+                                                   "arguments of inference.config are listed as ignored"),
+    "kaito.sh/performance-mode": (("balanced", "interactivity", "throughput"),
+                                  "kaitoctl does not tune vLLM; set batching in inference.config instead"),
+    "kaito.sh/bypass-resource-checks": (None, "kaitoctl's GPU fit stays an error at validate time; "
+                                              "`kaitoctl apply --skip-preflight` skips the cluster check"),
+    "kaito.sh/disable-benchmark": (None, "kaitoctl runs no benchmark at start"),
+}
+
+
+def _check_kaito_annotation(ctx: _Context, key: str, value: str) -> None:
+    allowed, what = _KAITO_ANNOTATIONS[key]
+    path: Path = ("metadata", "annotations", key)
+    if allowed is not None and value not in allowed:
+        ctx.error(path, f"{key} must be one of {', '.join(allowed)}, found {show_value(value)}")
+    elif key != "kaito.sh/runtime" or value == "vllm":
+        ctx.note(path, f"{key}: {what}")
 
 
 def _rule_resource(ctx: _Context) -> None:

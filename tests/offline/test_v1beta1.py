@@ -115,3 +115,17 @@ def test_tensor_parallel_size_is_checked_against_the_pods_gpus() -> None:
     assert ("warning", "inference.config", "ConfigMap cfg: tensor-parallel-size is 4, but each pod gets 2 GPU(s) on "
             "Standard_NC96ads_A100_v4, over which kaitoctl's server spreads the model: set tensor-parallel-size: 2 "
             "(or remove it)") in got
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("kaito.sh/runtime", "transformers", []),
+    ("kaito.sh/runtime", "vllm", [("note", "kaito.sh/runtime: kaitoctl always runs its bundled transformers server; "
+                                           "vLLM engine arguments of inference.config are listed as ignored")]),
+    ("kaito.sh/runtime", "tgi", [("error", "kaito.sh/runtime must be one of transformers, vllm, found \"tgi\"")]),
+    ("kaito.sh/performance-mode", "fast", [("error", "kaito.sh/performance-mode must be one of balanced, "
+                                                     "interactivity, throughput, found \"fast\"")]),
+    ("kaito.sh/disable-benchmark", "true", [("note", "kaito.sh/disable-benchmark: kaitoctl runs no benchmark at "
+                                                     "start")]),
+])
+def test_kaito_annotations(key: str, value: str, expected: list) -> None:
+    assert [(s, m) for s, _, m in findings(ws(metadata__annotations={key: value}))] == expected
