@@ -380,7 +380,7 @@ def _adapter_init_containers(ws: "Workspace") -> list[dict[str, Any]]:
     ``cp -r /data/. DIR`` copies the contents (dotfiles too) and is idempotent
     when the pod's init containers run again over the same emptyDir.
     """
-    adapters = ws.adapters
+    adapters = [a for a in ws.adapters if not _volume_adapter(a)]
     if not adapters:
         return []
     tool_image = os.environ.get(COPY_TOOL_IMAGE_ENV) or COPY_TOOL_IMAGE
@@ -395,8 +395,8 @@ def _adapter_init_containers(ws: "Workspace") -> list[dict[str, Any]]:
             "securityContext": _security_context(),
         }
     ]
-    for index, adapter in enumerate(adapters):
-        _check_adapter(ws, index, adapter)
+    for adapter in adapters:
+        _check_adapter(ws, ws.adapters.index(adapter), adapter)
         image = adapter.source.image  # type: ignore[union-attr]
         containers.append(
             {
@@ -412,6 +412,14 @@ def _adapter_init_containers(ws: "Workspace") -> list[dict[str, Any]]:
             }
         )
     return containers
+
+
+ADAPTER_VOLUME_PREFIX = "adapter-"
+
+
+def _volume_adapter(adapter: "AdapterSpec") -> bool:
+    """An adapter read from a volume (source.volumeSource, mounted at /mnt/adapter/<name>), not copied from an image."""
+    return adapter.source is not None and adapter.source.volumeSource is not None and not adapter.source.image
 
 
 def _check_adapter(ws: "Workspace", index: int, adapter: "AdapterSpec") -> None:
@@ -510,6 +518,8 @@ def _main_container(ws: "Workspace", preset: "Preset", plan: Plan, image: str) -
     mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
     if ws.adapters:
         mounts.insert(0, {"name": ADAPTER_VOLUME, "mountPath": ADAPTER_DIR, "readOnly": True})
+        mounts[1:1] = [{"name": ADAPTER_VOLUME_PREFIX + a.name, "mountPath": f"{ADAPTER_DIR}/{a.name}", "readOnly": True}
+                       for a in ws.adapters if _volume_adapter(a)]
     if ws.inference_config:
         mounts.append({"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True})
     if preset.weights_at_start:
@@ -585,7 +595,10 @@ def _volumes(ws: "Workspace", preset: Optional["Preset"] = None) -> list[dict[st
             "name": ws.inference_config, "items": [{"key": INFERENCE_CONFIG_KEY, "path": INFERENCE_CONFIG_KEY}]}})
     if ws.adapters:
         volumes.append({"name": ADAPTER_VOLUME, "emptyDir": {}})
-        volumes.append({"name": TOOLS_VOLUME, "emptyDir": {"sizeLimit": TOOLS_SIZE}})
+        if any(not _volume_adapter(a) for a in ws.adapters):
+            volumes.append({"name": TOOLS_VOLUME, "emptyDir": {"sizeLimit": TOOLS_SIZE}})
+        volumes.extend({"name": ADAPTER_VOLUME_PREFIX + a.name, **copy.deepcopy(a.source.volumeSource)}  # type: ignore
+                       for a in ws.adapters if _volume_adapter(a))
     return sorted(volumes, key=lambda item: item["name"])
 
 

@@ -57,6 +57,7 @@ _IMAGE_REF = re.compile(
 )
 _DECIMAL = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 # Fields of Kubernetes' ObjectMeta: anything else under metadata is a typo.
+ADAPTER_VOLUME_PREFIX = "adapter-"  # kaitoctl.render names an adapter's own volume so
 _OBJECT_META_FIELDS = (
     "name", "namespace", "labels", "annotations", "generateName", "uid", "resourceVersion", "generation",
     "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers",
@@ -679,17 +680,25 @@ def _check_adapter_source(ctx: _Context, path: Path, source: Any) -> None:
              if v is not None]
     if len(kinds) > 1:
         ctx.error(path, f"Exactly one of URLs, Volume, or Image must be specified (found {', '.join(kinds)}): "
-                        "kaitoctl supports image adapters only; keep source.image")
+                        "keep one of source.image and source.volumeSource")
     if source.volumeSource is not None:
-        ctx.error(path + ("volumeSource",), "Volume support is not implemented yet: kaitoctl supports image "
-                                            "adapters only; package the adapter in an image under /data and set "
-                                            "source.image", key=True)
+        volume = source.volumeSource
+        if len(volume) != 1 or not isinstance(next(iter(volume.values())), dict):
+            ctx.error(path + ("volumeSource",), "volumeSource must be one Kubernetes volume source, e.g. "
+                                                "{persistentVolumeClaim: {claimName: my-adapters}}; it is mounted at "
+                                                f"/mnt/adapter/{name or '<name>'}", key=True)
+        elif next(iter(volume)) == "emptyDir":
+            ctx.error(path + ("volumeSource",), "an emptyDir holds no adapter files: use a volume with the adapter "
+                                                "in it (a PersistentVolumeClaim, a CSI volume, ...)", key=True)
+        if name and len(ADAPTER_VOLUME_PREFIX + name) > LABEL_MAX:
+            ctx.error(path + ("name",), f"adapter name {show_value(name)} is too long for its volume "
+                                        f"({ADAPTER_VOLUME_PREFIX}<name>, at most {LABEL_MAX} characters)")
     if source.urls is not None:
-        ctx.error(path + ("urls",), "URL adapters are not supported (by KAITO either): kaitoctl supports image "
-                                    "adapters only; package the adapter in an image under /data and set source.image",
-                  key=True)
+        ctx.error(path + ("urls",), "URL adapters are not supported (by KAITO either): package the adapter in an "
+                                    "image under /data and set source.image, or put it on a volume and set "
+                                    "source.volumeSource", key=True)
     if source.image is None:
-        if not kinds:
+        if not kinds and source.volumeSource is None:
             ctx.error(path + ("image",), "Image of Adapter field must be specified: the image that holds the adapter "
                                          "files under /data")
     else:

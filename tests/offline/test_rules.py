@@ -11,6 +11,8 @@ import pytest
 
 from ._support import BASE, DELETE, adapter, findings_of, mutate, triples
 
+URL_ADAPTERS = ("URL adapters are not supported (by KAITO either): package the adapter in an image under /data and "
+                "set source.image, or put it on a volume and set source.volumeSource")
 HEX64 = "0123456789abcdef" * 4
 VALID_NAMES = ("falcon-7b, falcon-7b-instruct, falcon-40b, falcon-40b-instruct, mistral-7b, mistral-7b-instruct, "
                "phi-2, phi-3-mini-4k-instruct, phi-3-mini-128k-instruct, phi-3-medium-4k-instruct, "
@@ -307,20 +309,23 @@ REJECTED = [
          "invalid image reference \"https://r.io/a/b:1\": give the reference without a scheme (no https://); "
          "expected registry/repository:tag or registry/repository@sha256:<digest>")]),
     ("adapter-urls", {"inference.adapters": [{"source": {"name": "a", "urls": ["https://x"]}}]}, [
-        ("error", "inference.adapters[0].source.urls",
-         "URL adapters are not supported (by KAITO either): kaitoctl supports image adapters only; package the "
-         "adapter in an image under /data and set source.image")]),
-    ("adapter-volume", {"inference.adapters": [{"source": {"name": "a", "volumeSource": {"emptyDir": {}}}}]}, [
-        ("error", "inference.adapters[0].source.volumeSource",
-         "Volume support is not implemented yet: kaitoctl supports image adapters only; package the adapter in an "
-         "image under /data and set source.image")]),
+        ("error", "inference.adapters[0].source.urls", URL_ADAPTERS)]),
+    ("adapter-volume-empty-dir", {"inference.adapters": [{"source": {"name": "a", "volumeSource": {"emptyDir": {}}}}]},
+     [("error", "inference.adapters[0].source.volumeSource",
+       "an emptyDir holds no adapter files: use a volume with the adapter in it (a PersistentVolumeClaim, a CSI "
+       "volume, ...)")]),
+    ("adapter-volume-pvc", {"inference.adapters": [
+        {"source": {"name": "a", "volumeSource": {"persistentVolumeClaim": {"claimName": "adapters"}}}}]}, []),
+    ("adapter-volume-two-sources", {"inference.adapters": [
+        {"source": {"name": "a", "volumeSource": {"persistentVolumeClaim": {"claimName": "x"}, "nfs": {}}}}]},
+     [("error", "inference.adapters[0].source.volumeSource",
+       "volumeSource must be one Kubernetes volume source, e.g. {persistentVolumeClaim: {claimName: my-adapters}}; "
+       "it is mounted at /mnt/adapter/a")]),
     ("adapter-image-and-urls", {"inference.adapters": [adapter(urls=["https://x"])]}, [
         ("error", "inference.adapters[0].source",
-         "Exactly one of URLs, Volume, or Image must be specified (found urls, image): kaitoctl supports image "
-         "adapters only; keep source.image"),
-        ("error", "inference.adapters[0].source.urls",
-         "URL adapters are not supported (by KAITO either): kaitoctl supports image adapters only; package the "
-         "adapter in an image under /data and set source.image")]),
+         "Exactly one of URLs, Volume, or Image must be specified (found urls, image): keep one of source.image and "
+         "source.volumeSource"),
+        ("error", "inference.adapters[0].source.urls", URL_ADAPTERS)]),
     ("adapter-pull-secret-duplicate", {"inference.adapters": [adapter(imagePullSecrets=["s", "s"])]}, [
         ("warning", "inference.adapters[0].source.imagePullSecrets[1]", 'image pull secret "s" is listed twice')]),
     # strength

@@ -109,3 +109,35 @@ def test_v1alpha1_and_v1beta1_are_the_same_workspace(tmp_path: Path) -> None:
     # The recorded Workspace (history, status, rollback) and every rendered object are identical.
     assert a.canonical() == b.canonical()
     assert render_workspace(a, default_plan(a)) == render_workspace(b, default_plan(b))
+
+
+def test_adapter_from_a_volume_is_mounted_at_its_directory(tmp_path: Path) -> None:
+    import yaml
+
+    from kubesim import KubeSim
+
+    from kaitoctl.kube import connect
+
+    doc = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "phi"},
+           "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+           "inference": {"preset": {"name": "phi-4-mini-instruct"}, "adapters": [
+               {"source": {"name": "from-pvc", "volumeSource": {"persistentVolumeClaim": {"claimName": "adapters"}}},
+                "strength": "0.5"},
+               {"source": {"name": "from-image", "image": "r.example.com/adapters/x:1"}}]}}
+    path = tmp_path / "ws.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    objs = _rendered(path)
+    pod = objs[-1]["spec"]["template"]["spec"]
+    assert {"name": "adapter-from-pvc", "persistentVolumeClaim": {"claimName": "adapters"}} in pod["volumes"]
+    assert {"name": "adapter-from-pvc", "mountPath": "/mnt/adapter/from-pvc", "readOnly": True} in \
+        pod["containers"][0]["volumeMounts"]
+    assert [c["name"] for c in pod["initContainers"]] == ["kaitoctl-copy-tool", "from-image"]  # no copy for the PVC
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert json.loads(env["KAITOCTL_ADAPTERS"]) == [{"name": "from-pvc", "strength": 0.5},
+                                                   {"name": "from-image", "strength": 1.0}]
+    for obj in objs:
+        kubernetes_validate.validate(obj, kubernetes_validate.utils.latest_version(), strict=True)
+    with KubeSim() as sim:
+        kube = connect(Path(sim.kubeconfig_path))
+        for obj in objs:
+            kube.apply({**obj, "metadata": {**obj["metadata"], "namespace": "default"}}, dry_run=True)
