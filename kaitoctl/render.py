@@ -57,6 +57,8 @@ WEIGHTS_DIR = "/workspace/weights"
 WEIGHTS_VOLUME = "weights"
 FETCH_CONTAINER = "kaitoctl-fetch-weights"
 FETCH_MODULE = "kaitoctl_server.fetch"
+SERVER_IMAGE_NAME = "kaitoctl-server"          # the server image without weights
+WEIGHTS_AT_START_ANNOTATION = "kaitoctl.io/weights-at-start"  # "true": fetch any preset at start
 # inference.config: the ConfigMap's inference_config.yaml, mounted read-only for the server.
 CONFIG_DIR = "/etc/kaitoctl/inference-config"
 CONFIG_VOLUME = "inference-config"
@@ -347,7 +349,21 @@ def _model_image(ws: "Workspace", preset: "Preset", registry: Optional[str]) -> 
                 "When AccessMode is private, an image must be provided in PresetOptions",
             )
         return options.image, list(options.imagePullSecrets or [])
+    if fetches_weights(ws, preset):
+        # The plain server image: the weights come from Hugging Face when the pod starts.
+        import dataclasses
+
+        return dataclasses.replace(preset, image_name=SERVER_IMAGE_NAME).image(registry), []
     return preset.image(registry), []
+
+
+def fetches_weights(ws: "Workspace", preset: "Preset") -> bool:
+    """Whether the pods download the weights at start: presets KAITO fetches at run time, and any preset
+    whose image the user has not built (annotation kaitoctl.io/weights-at-start: "true"); never for
+    accessMode private (the user's image holds the weights)."""
+    if _own_image(ws):
+        return False
+    return preset.weights_at_start or (ws.metadata.annotations or {}).get(WEIGHTS_AT_START_ANNOTATION) == "true"
 
 
 def _adapters_env(ws: "Workspace") -> str:
@@ -483,7 +499,7 @@ def _main_env(ws: "Workspace", preset: "Preset") -> list[dict[str, Any]]:
         {"name": "KAITOCTL_BIND", "value": f"0.0.0.0:{SERVER_PORT}"},
         {"name": "KAITOCTL_DTYPE", "value": preset.dtype},
         {"name": "KAITOCTL_GRACEFUL_TIMEOUT", "value": str(GRACEFUL_TIMEOUT_SECONDS)},
-        {"name": "KAITOCTL_MODEL", "value": WEIGHTS_DIR if preset.weights_at_start else MODEL_DIR},
+        {"name": "KAITOCTL_MODEL", "value": WEIGHTS_DIR if fetches_weights(ws, preset) else MODEL_DIR},
         {"name": "KAITOCTL_PIPELINE", "value": preset.pipeline},
     ]
     if ws.inference_config:
@@ -522,7 +538,7 @@ def _main_container(ws: "Workspace", preset: "Preset", plan: Plan, image: str) -
                        for a in ws.adapters if _volume_adapter(a)]
     if ws.inference_config:
         mounts.append({"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True})
-    if preset.weights_at_start:
+    if fetches_weights(ws, preset):
         mounts.append({"name": WEIGHTS_VOLUME, "mountPath": WEIGHTS_DIR, "readOnly": True})
     startup_failures = math.ceil(preset.readiness_timeout_seconds / STARTUP_PERIOD_SECONDS)
     return {
@@ -588,7 +604,7 @@ def _volumes(ws: "Workspace", preset: Optional["Preset"] = None) -> list[dict[st
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
         {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
     ]
-    if preset is not None and preset.weights_at_start:
+    if preset is not None and fetches_weights(ws, preset):
         volumes.append({"name": WEIGHTS_VOLUME, "emptyDir": {"sizeLimit": preset.disk}})
     if ws.inference_config:
         volumes.append({"name": CONFIG_VOLUME, "configMap": {
@@ -622,12 +638,12 @@ def _preset_pod_template(ws: "Workspace", preset: "Preset", plan: Plan, registry
     if secrets:
         spec["imagePullSecrets"] = secrets
     init_containers = _adapter_init_containers(ws)
-    if preset.weights_at_start and not _own_image(ws):
+    if fetches_weights(ws, preset):
         init_containers.insert(0, _fetch_container(ws, preset, image))
     if init_containers:
         spec["initContainers"] = init_containers
     spec["containers"] = [_main_container(ws, preset, plan, image)]
-    spec["volumes"] = _volumes(ws, preset if not _own_image(ws) else None)
+    spec["volumes"] = _volumes(ws, preset)
     spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
     metadata: dict[str, Any] = {"labels": workspace_labels(ws)}
     if ws.inference_config and config_data is not None:

@@ -141,3 +141,15 @@ def test_adapter_from_a_volume_is_mounted_at_its_directory(tmp_path: Path) -> No
         kube = connect(Path(sim.kubeconfig_path))
         for obj in objs:
             kube.apply({**obj, "metadata": {**obj["metadata"], "namespace": "default"}}, dry_run=True)
+
+
+def test_any_preset_can_fetch_its_weights_at_start_on_request() -> None:
+    path = next(p for p in EXAMPLES if p.stem.endswith("phi-4-mini-instruct"))
+    ws = check_file(str(path)).workspaces[0]
+    baked = render_workspace(ws, default_plan(ws))[-1]["spec"]["template"]["spec"]
+    assert "initContainers" not in baked and baked["containers"][0]["image"].endswith("/kaitoctl-phi-4-mini-instruct:0.1.0")
+    ws.metadata.annotations = {"kaitoctl.io/weights-at-start": "true"}
+    fetched = render_workspace(ws, default_plan(ws))[-1]["spec"]["template"]["spec"]
+    assert fetched["containers"][0]["image"] == "ghcr.io/kaitoctl/kaitoctl-server:0.1.0"
+    assert fetched["initContainers"][0]["args"] == ["--repo", "microsoft/Phi-4-mini-instruct", "--revision",
+                                                    "c0fb9e74abda", "--dir", "/workspace/weights"]
