@@ -129,3 +129,32 @@ def test_tensor_parallel_size_is_checked_against_the_pods_gpus() -> None:
 ])
 def test_kaito_annotations(key: str, value: str, expected: list) -> None:
     assert [(s, m) for s, _, m in findings(ws(metadata__annotations={key: value}))] == expected
+
+
+def test_validate_json_lists_the_configmaps_and_secrets_too(tmp_path, capsys) -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "stringData": {"HF_TOKEN": "x"}}
+    doc = ws("llama-3.1-8b-instruct", inference__preset__presetOptions={"modelAccessSecret": "hf"})
+    path = tmp_path / "f.yaml"
+    path.write_text(yaml.safe_dump_all([secret, doc], sort_keys=False))
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["validate", "-f", str(path), "-o", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert exit_.value.code == 0
+    assert [(d["kind"], d["name"], d["valid"]) for d in report["documents"]] == [("Secret", "hf", True),
+                                                                              ("Workspace", "w", True)]
+
+
+def test_fetch_failure_reasons() -> None:
+    import errno
+
+    from kaitoctl_server.fetch import choose_files, reason
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert reason(full, "o/m", "abc", "/w", "https://hub", None) == (
+        "disk full while writing the weights of o/m into /w: give the weights volume more room (the node's disk, or "
+        "the emptyDir sizeLimit)")
+    wrapped = RuntimeError("download failed")
+    wrapped.__cause__ = full
+    assert reason(wrapped, "o/m", "abc", "/w", "https://hub", None).startswith("disk full")
+    assert choose_files(["model.safetensors", "pytorch_model.bin", "original/consolidated.pth", "config.json",
+                         ".gitattributes", "tokenizer.json"]) == ["config.json", "model.safetensors", "tokenizer.json"]
