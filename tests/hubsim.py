@@ -5,7 +5,8 @@ huggingface_hub: ``HfApi.model_info`` and ``hf_hub_download``):
 
 - ``GET /api/models/<repo>/revision/<rev>``: the commit (``sha``) and the files (``siblings``);
 - ``HEAD``/``GET /<repo>/resolve/<rev>/<path>``: the file, with ``X-Repo-Commit``, ``ETag`` and
-  ``Content-Length``; ``Range`` requests are answered 206 (resumed downloads).
+  ``Content-Length``; ``Range`` requests are answered 206 (resumed downloads); ``cut`` drops the
+  connection once, mid-file, to test that a download resumes.
 
 Errors carry the Hub's ``X-Error-Code``/``X-Error-Message`` headers, which huggingface_hub turns
 into its exceptions: 401 ``GatedRepo`` without a token for a gated repo, 401 "Invalid credentials
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,9 +27,13 @@ from urllib.parse import unquote, urlsplit
 
 
 class HubSim:
-    def __init__(self, repo: str, revision: str, commit: str, files: Path, *, token: Optional[str] = None) -> None:
+    def __init__(self, repo: str, revision: str, commit: str, files: Path, *, token: Optional[str] = None,
+                 cut: Optional[tuple[str, int]] = None) -> None:
         self.repo, self.revision, self.commit, self.files, self.token = repo, revision, commit, files, token
         self.requests: list[tuple[str, str]] = []
+        self.ranges: list[tuple[str, str]] = []   # (file, Range header) of ranged GETs: resumed downloads
+        # (file, bytes): the first full GET of that file stops after so many bytes (a dropped connection).
+        self.cut = cut
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -123,6 +129,8 @@ class HubSim:
                 data = target.read_bytes()
                 start = 0
                 ranged = self.headers.get("Range", "")
+                if ranged and self.command == "GET":
+                    hub.ranges.append((name, ranged))
                 if ranged.startswith("bytes=") and ranged[6:].split("-")[0].isdigit():
                     start = min(int(ranged[6:].split("-")[0]), len(data))
                 self.send_response(206 if start else 200)
@@ -132,7 +140,15 @@ class HubSim:
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data[start:])
+                if self.command == "HEAD":
+                    return
+                if hub.cut is not None and hub.cut[0] == name and not start:
+                    size, hub.cut = hub.cut[1], None
+                    self.wfile.write(data[:size])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)  # the connection drops mid-file
+                    return
+                self.wfile.write(data[start:])
 
         return Handler

@@ -141,3 +141,19 @@ def test_revision_not_found_says_so(tmp_path: Path, tiny_repo: Path) -> None:
     assert result.returncode == 1
     assert (tmp_path / "term").read_text().startswith(f"fetch failed: revision {REVISION} of {REPO} not found: ")
     assert "HTTP 404: Invalid rev id: 0e9e39f249a1" in (tmp_path / "term").read_text()
+
+
+def test_an_interrupted_download_resumes_where_it_stopped(tmp_path: Path, tiny_repo: Path) -> None:
+    import shutil
+
+    objs = rendered(workspace_file(tmp_path, GOOD_TOKEN))
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo)
+    # huggingface_hub writes in 10 MiB chunks: a file big enough that the drop comes after one was written.
+    (repo / "extra.safetensors").write_bytes(os.urandom(12 * 2**20))
+    weights = tmp_path / "weights"
+    with HubSim(REPO, REVISION, COMMIT, repo, token=GOOD_TOKEN, cut=("extra.safetensors", 11 * 2**20)) as hub:
+        result = run_init_step(objs, {"hf-token/HF_TOKEN": GOOD_TOKEN}, hub, weights, tmp_path / "term")
+        assert result.returncode == 0, result.stderr
+        assert hub.ranges == [("extra.safetensors", f"bytes={10 * 2**20}-")]  # resumed, not fetched again
+    assert (weights / "extra.safetensors").read_bytes() == (repo / "extra.safetensors").read_bytes()
