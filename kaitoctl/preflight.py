@@ -488,7 +488,8 @@ def _no_match_message(selector: Optional[dict[str, Any]], want_type: str, total:
         shown.append(f"{e.get('key')} {e.get('operator')} {e.get('values') or ''}".strip())
     sel = ", ".join(shown) or "(empty)"
     return (f"none of the cluster's {total} node(s) match the labelSelector {sel}; label a GPU node "
-            f"(kubectl label node NODE KEY=VALUE) or fix resource.labelSelector (instance type {want_type})")
+            f"(kubectl label node NODE KEY=VALUE) or fix resource.labelSelector "
+            f"({f'instance type {want_type}' if want_type.strip() else 'your own nodes: no instance type'})")
 
 
 def _strategy(rows: list[NodeVerdict], gpus: int, count: int, ours_serving: int, distributed: bool,

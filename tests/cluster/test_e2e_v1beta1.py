@@ -79,3 +79,21 @@ def test_a_named_secret_missing_from_file_and_cluster_fails_the_preflight(sim, k
     sim.add_secret("default", "hf-token", data={"HF_TOKEN": "x"})
     assert kaitoctl("preflight", "-f", write_ws(ws)).returncode == 0
     assert kaitoctl("apply", "-f", write_ws(ws), "--timeout", "60s").returncode == 0
+
+
+def test_your_own_nodes_gpus_per_pod_from_gpu_feature_discovery_labels(sim, kaitoctl, tmp_path):
+    gfd = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920",
+           "nvidia.com/gpu.count": "4"}
+    gpu_node(sim, "own-1", gpus=4, instance_type="some-vm-size", labels=gfd)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "stringData": {"HF_TOKEN": "t"}}
+    ws = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "llama"},
+          "resource": {"instanceType": "", "labelSelector": {"matchLabels": {"apps": "llm"}}},
+          "inference": {"preset": {"name": "llama-3.3-70b-instruct",
+                                   "presetOptions": {"modelAccessSecret": "hf"}}}}
+    result = kaitoctl("apply", "-f", _file(tmp_path, "own.yaml", [secret, ws]), "--timeout", "60s")
+    assert result.returncode == 0, result.stderr
+    container = sim.get("Deployment", "default", "llama")["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}  # 145Gi over 80 GB GPUs, from the labels
+    affinity = sim.get("Deployment", "default", "llama")["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": "apps", "operator": "In", "values": ["llm"]}]}]
