@@ -55,7 +55,7 @@ COPY_TOOL_IMAGE_ENV = "KAITOCTL_COPY_TOOL_IMAGE"
 # Weights fetched at pod start (presets marked weights_at_start, kaito-2026-facts).
 WEIGHTS_DIR = "/workspace/weights"
 WEIGHTS_VOLUME = "weights"
-FETCH_CONTAINER = "kaitoctl-fetch-weights"
+FETCH_CONTAINER = "kaitoctl-fetch-weights"     # kaitoctl.rollout names its failures after it
 FETCH_MODULE = "kaitoctl_server.fetch"
 SERVER_IMAGE_NAME = "kaitoctl-server"          # the server image without weights
 WEIGHTS_AT_START_ANNOTATION = "kaitoctl.io/weights-at-start"  # "true": fetch any preset at start

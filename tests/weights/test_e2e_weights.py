@@ -128,7 +128,8 @@ def test_wrong_token_fails_the_rollout_with_the_hubs_answer(tmp_path: Path, tiny
                                 termination_message=message)
         applied = Runner(sim)("apply", "-f", str(path), "--timeout", "60s")
         assert applied.returncode == 6, applied.stderr
-        assert "init container kaitoctl-fetch-weights failed" in applied.stderr
+        assert "kaitoctl: error: the weights download (init container kaitoctl-fetch-weights) failed (Error, exit " \
+               "code 1)" in applied.stderr
         assert expected in applied.stderr
         assert token not in applied.stderr + applied.stdout
         assert sim.get("Secret", "default", "hf-token") is not None  # applied with the workspace
