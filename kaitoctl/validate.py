@@ -846,7 +846,8 @@ def _rule_references(ctx: _Context) -> None:
     if ctx.ws.inference_config:
         wanted.append(("ConfigMap", ctx.ws.inference_config, INFERENCE_CONFIG_KEY, ("inference", "config")))
     for kind, name, key, path in wanted:
-        obj = (ctx.companions or {}).get((kind, namespace, name))
+        # A ConfigMap/Secret without a namespace goes where the workspace goes (kaitoctl apply puts it there).
+        obj = (ctx.companions or {}).get((kind, namespace, name)) or (ctx.companions or {}).get((kind, "", name))
         if obj is None:
             where = f"namespace {namespace}" if namespace else "the namespace it is applied to"
             ctx.note(path, f"{kind} {name} is not in this file: it must exist in {where} with the key {key} "
@@ -983,8 +984,8 @@ def check_documents(documents: list[LoadedDocument], path: str = STDIN_NAME) -> 
         if ws is not None:
             found.extend(validate(ws, doc, objects))
             namespace = ws.metadata.namespace or ""
-            named.update({("Secret", namespace, ws.model_access_secret or ""),
-                          ("ConfigMap", namespace, ws.inference_config or "")})
+            for ns in {namespace, ""}:
+                named.update({("Secret", ns, ws.model_access_secret or ""), ("ConfigMap", ns, ws.inference_config or "")})
             key = (ws.metadata.namespace or "", ws.name)
             namespace_known = not doc.dropped & {("metadata",), ("metadata", "namespace")}
             if ws.name and namespace_known and key in seen:
@@ -1057,9 +1058,9 @@ def config_data(ws: Workspace, objects: list[dict[str, Any]]) -> Optional[str]:
 
     if not ws.inference_config:
         return None
-    ref = ("ConfigMap", ws.metadata.namespace or "", ws.inference_config)
+    refs = {("ConfigMap", ws.metadata.namespace or "", ws.inference_config), ("ConfigMap", "", ws.inference_config)}
     for obj in objects:
-        if companions.ref(obj) == ref:
+        if companions.ref(obj) in refs:
             return companions.text_value(obj, INFERENCE_CONFIG_KEY)
     return None
 

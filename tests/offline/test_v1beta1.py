@@ -158,3 +158,10 @@ def test_fetch_failure_reasons() -> None:
     assert reason(wrapped, "o/m", "abc", "/w", "https://hub", None).startswith("disk full")
     assert choose_files(["model.safetensors", "pytorch_model.bin", "original/consolidated.pth", "config.json",
                          ".gitattributes", "tokenizer.json"]) == ["config.json", "model.safetensors", "tokenizer.json"]
+
+
+def test_a_companion_without_namespace_goes_with_the_workspace() -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "stringData": {"HF_TOKEN": "x"}}
+    doc = ws("llama-3.1-8b-instruct", inference__preset__presetOptions={"modelAccessSecret": "hf"},
+             metadata__namespace="llm")
+    assert findings(secret, doc) == []
