@@ -69,6 +69,7 @@ class ApplyOptions:
     registry: Optional[str] = None
     namespace: Optional[str] = None       # -n; the file's namespace wins when they agree
     change: str = "apply"                 # how the history describes this revision's origin
+    companions: list[dict[str, Any]] = field(default_factory=list)  # the file's ConfigMaps/Secrets, applied too
 
 
 @dataclass
@@ -86,6 +87,9 @@ class ClusterState:
     # Any kind the renderer adds (ConfigMaps, Secrets, ...) is looked up here, so an apply knows
     # what was there before it (for "created"/"configured" and to undo a failed apply).
     by_name: dict[tuple[str, str], Optional[dict[str, Any]]] = field(default_factory=dict)
+    # ConfigMaps/Secrets of the file or named by the workspace: (kind, name) → live object (None: absent);
+    # a pair missing from the dict could not be read (forbidden).
+    companions: dict[tuple[str, str], Optional[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def workload(self) -> Optional[dict[str, Any]]:
@@ -215,6 +219,90 @@ def needed_secrets(ws: Workspace) -> list[str]:
     return sorted(names)
 
 
+def named_objects(ws: Workspace) -> list[tuple[str, str]]:
+    """The (kind, name) of the model-access Secret and the inference-config ConfigMap ``ws`` names."""
+    out = []
+    if ws.model_access_secret:
+        out.append(("Secret", ws.model_access_secret))
+    if ws.inference_config:
+        out.append(("ConfigMap", ws.inference_config))
+    return out
+
+
+def _file_objects(companions: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """The file's ConfigMaps/Secrets as apply sends them: their own namespace, else the workspace's."""
+    from kaitoctl.companions import for_apply
+
+    return [for_apply(o, (o.get("metadata") or {}).get("namespace") or namespace) for o in companions]
+
+
+def _read_companions(kube: Any, ws: Workspace, namespace: str, file_objs: list[dict[str, Any]],
+                     state: ClusterState, ui: ApplyUI) -> None:
+    from kaitoctl.kube import is_forbidden
+
+    wanted = named_objects(ws) + [(o["kind"], o["metadata"]["name"]) for o in file_objs]
+    for kind, name in dict.fromkeys(wanted):
+        try:
+            state.companions[(kind, name)] = kube.get_or_none(kind, name, namespace)
+        except ClusterError as err:
+            if not is_forbidden(err):
+                raise
+            ui.warn(f"cannot read {kind} {name} in {namespace!r} (forbidden): not checked")
+
+
+def _missing_references(ws: Workspace, file_objs: list[dict[str, Any]], state: ClusterState) -> list[str]:
+    """Preflight problems: a Secret/ConfigMap the workspace names that is neither in the file nor in the cluster."""
+    from kaitoctl.companions import HF_TOKEN_KEY, INFERENCE_CONFIG_KEY, keys
+
+    in_file = {(o["kind"], o["metadata"]["name"]): o for o in file_objs}
+    problems = []
+    for kind, name in named_objects(ws):
+        key = HF_TOKEN_KEY if kind == "Secret" else INFERENCE_CONFIG_KEY
+        field_name = "presetOptions.modelAccessSecret" if kind == "Secret" else "inference.config"
+        if (kind, name) in in_file or (kind, name) not in state.companions:
+            continue
+        live = state.companions[(kind, name)]
+        if live is None:
+            problems.append(f"{kind} {name} (named by {field_name}) is neither in the file nor in namespace "
+                            f"{ws.metadata.namespace}: create it with the key {key}, or add it to the file")
+        elif key not in keys(live):
+            problems.append(f"{kind} {name} (named by {field_name}) in namespace {ws.metadata.namespace} has no key "
+                            f"{key}")
+    return problems
+
+
+def _config_text(ws: Workspace, file_objs: list[dict[str, Any]], state: ClusterState) -> Optional[str]:
+    """The inference config's content, from the file, else from the cluster (its hash goes into the pods)."""
+    from kaitoctl.companions import INFERENCE_CONFIG_KEY, text_value
+
+    if not ws.inference_config:
+        return None
+    for obj in file_objs:
+        if (obj["kind"], obj["metadata"]["name"]) == ("ConfigMap", ws.inference_config):
+            return text_value(obj, INFERENCE_CONFIG_KEY)
+    live = state.companions.get(("ConfigMap", ws.inference_config))
+    return text_value(live, INFERENCE_CONFIG_KEY) if live else None
+
+
+def _byo_plan(ws: Workspace, state: ClusterState) -> Plan:
+    """Your own nodes (empty instanceType): GPUs per pod from their GPU Feature Discovery labels."""
+    from kaitoctl.plan import default_plan
+    from kaitoctl.preflight import gfd_shape
+
+    shape = gfd_shape(ws, state.nodes)
+    if shape is None:
+        return default_plan(ws)
+    return default_plan(ws, node_gpus=shape.count, per_gpu_bytes=shape.per_gpu_bytes,
+                        shape_name=f"{shape.product or 'GPU'} node ({shape.count} GPUs)")
+
+
+def _printable(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Objects for the terminal: Secret values never printed."""
+    from kaitoctl.companions import redacted
+
+    return [redacted(o) if o.get("kind") == "Secret" else o for o in objs]
+
+
 def read_cluster(kube: Any, ws: Workspace, namespace: str, *, preflight: bool, ui: ApplyUI) -> ClusterState:
     """Everything apply decides from; a handful of requests, none of them per node."""
     from kaitoctl.kube import is_forbidden
@@ -272,6 +360,10 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     state = read_cluster(kube, ws, namespace, preflight=not opts.skip_preflight, ui=ui)
     live = state.workload
     image = preset_image(ws, opts.registry, live)
+    file_objs = _file_objects(opts.companions, namespace)
+    _read_companions(kube, ws, namespace, file_objs, state, ui)
+    if ws.byo_nodes and state.nodes:
+        first = render_workspace(ws, _byo_plan(ws, state), registry=opts.registry)
 
     report: Optional[PreflightReport] = None
     if opts.skip_preflight:
@@ -282,6 +374,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
                                   details=[image.problem()])
     else:
         report = _check(ws, first, state, namespace, image)
+        report.problems.extend(_missing_references(ws, file_objs, state))
         ui.preflight(report)
         if not report.ok:
             raise PreflightFailed(
@@ -298,13 +391,20 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     # the cluster's free GPUs, a newer kaitoctl) updates objects under the same revision.
     revision = hist.revision_of(live) if same_workspace else \
         max(hist.revision_of(live), state.history.latest if state.history else 0) + 1
-    objs = stamp(render_workspace(ws, plan, registry=image.registry if image else opts.registry), revision)
+    config_text = _config_text(ws, file_objs, state)
+
+    def render_objects(at_revision: int) -> list[dict[str, Any]]:
+        """The file's ConfigMaps/Secrets first, then the workspace's objects stamped with the revision."""
+        return file_objs + stamp(render_workspace(ws, plan, registry=image.registry if image else opts.registry,
+                                                  config_data=config_text), at_revision)
+
+    objs = render_objects(revision)
     result = ApplyResult(name=name, namespace=namespace, revision=revision, strategy=plan.strategy,
                          dry_run=opts.dry_run)
     _read_by_name(kube, objs, state, namespace)
 
     if opts.dry_run == "client":
-        ui.objects(objs)
+        ui.objects(_printable(objs))
         for obj in objs:
             result.actions.append((_ref(obj), "configured" if _live_of(obj, state) else "created"))
             ui.result(f"{_ref(obj)} {result.actions[-1][1]} (dry run)")
@@ -340,7 +440,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
         return result
 
     if opts.dry_run == "server":
-        ui.objects(dry)
+        ui.objects(_printable(dry))
         for ref, action in result.actions:
             ui.result(f"{ref} {action} (server dry run)")
         return result
@@ -357,7 +457,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
         except KaitoctlError as err:
             err.message = f"cannot record the revision: {err.message}; nothing was applied"
             raise
-        objs = stamp(render_workspace(ws, plan, registry=opts.registry), revision)
+        objs = render_objects(revision)
         result.revision = revision
 
     def finish(outcome: str, seconds: Optional[float] = None, failure: Optional[str] = None) -> None:
@@ -369,7 +469,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     except KaitoctlError as err:
         finish("failed", failure=f"apply failed: {err.message}")
         raise
-    ui.objects(applied)
+    ui.objects(_printable(applied))
     for ref, action in result.actions:
         ui.result(f"{ref} {action}")
 
@@ -520,8 +620,12 @@ def _check(ws: Workspace, first: list[dict[str, Any]], state: ClusterState, name
 
 
 def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui: ApplyUI,
-                     registry: Optional[str] = None) -> PreflightReport:
-    """The preflight alone (``kaitoctl preflight``): reads the cluster, writes nothing."""
+                     registry: Optional[str] = None,
+                     companions: list[dict[str, Any]] = ()) -> PreflightReport:  # type: ignore[assignment]
+    """The preflight alone (``kaitoctl preflight``): reads the cluster, writes nothing.
+
+    ``companions``: the file's ConfigMaps/Secrets (a Secret the workspace names may be there
+    instead of in the cluster)."""
     from kaitoctl.plan import default_plan
     from kaitoctl.render import render_workspace
 
@@ -529,7 +633,13 @@ def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui
     ws = with_namespace(ws, namespace)
     first = render_workspace(ws, default_plan(ws))
     state = read_cluster(kube, ws, namespace, preflight=True, ui=ui)
-    return _check(ws, first, state, namespace, preset_image(ws, registry, state.workload))
+    if ws.byo_nodes:
+        first = render_workspace(ws, _byo_plan(ws, state))
+    file_objs = _file_objects(companions, namespace)
+    _read_companions(kube, ws, namespace, file_objs, state, ui)
+    report = _check(ws, first, state, namespace, preset_image(ws, registry, state.workload))
+    report.problems.extend(_missing_references(ws, file_objs, state))
+    return report
 
 
 def rollback_target(history: hist.History, failed: int, previous: dict[str, Any],
@@ -555,6 +665,8 @@ def _ref(obj: dict[str, Any]) -> str:
 
 def _listed(obj: dict[str, Any], state: ClusterState) -> Optional[dict[str, Any]]:
     name = obj["metadata"]["name"]
+    if obj.get("kind") in ("ConfigMap", "Secret") and (obj["kind"], name) in state.companions:
+        return state.companions[(obj["kind"], name)]
     pool = state.workloads if obj.get("kind") in WORKLOAD_KINDS else \
         state.services if obj.get("kind") == "Service" else []
     for live in pool:

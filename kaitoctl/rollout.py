@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from kaitoctl.history import LABEL_TEMPLATE_HASH, WORKSPACE_LABEL, adapters_of, recorded_workspace
 
+FETCH_CONTAINER = "kaitoctl-fetch-weights"  # kaitoctl.render's init container that downloads the weights
 PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable")
 CONFIG_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 DEFAULT_PROGRESS_DEADLINE_S = 600.0
@@ -256,7 +257,9 @@ def diagnose_pod(pod: dict[str, Any], events: list[dict[str, Any]],
     for cname, cs in _statuses(pod, "initContainerStatuses").items():
         container = init_specs.get(cname, {"name": cname, "image": cs.get("image", "")})
         adapter = _adapter_for(container, adapters)
-        what = f"adapter {adapter['name']!r} (init container {cname})" if adapter else f"init container {cname}"
+        what = (f"adapter {adapter['name']!r} (init container {cname})" if adapter else
+                f"the weights download (init container {cname})" if cname == FETCH_CONTAINER else
+                f"init container {cname}")
         waiting = (cs.get("state") or {}).get("waiting") or {}
         stuck = _waiting_failure(pod, what, container.get("image") or cs.get("image", ""), waiting, adapter, warnings,
                                  pull_hint="check the image name and tag, and that the pull secret can read it")

@@ -66,10 +66,12 @@ def presets_list(output: OutputOption = OutputFormat.table) -> None:
     for p in presets:
         name = p.name + (" (small)" if p.small else "")
         row = [name, p.model_id, str(p.gpu_count), p.total_gpu_memory,
-               "-" if p.per_gpu_memory_bytes == 0 else p.per_gpu_memory, p.access,
+               "-" if p.per_gpu_memory_bytes == 0 else p.per_gpu_memory,
+               p.access + (" (gated: modelAccessSecret)" if p.gated else ""),
                f"yes ({p.world_size} processes)" if p.distributed else "no"]
         if wide:
-            row += [p.dtype, p.pipeline, p.image() if p.access == "public" else "(your image)"]
+            row += [p.dtype, p.pipeline, (p.image() + (" + weights at start" if p.weights_at_start else ""))
+                    if p.access == "public" else "(your image)"]
         table.add_row(*(Text(cell) for cell in row))
     print_table(table)
 

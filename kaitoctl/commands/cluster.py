@@ -246,16 +246,16 @@ def apply_command(
     is rolled back to the previous revision unless --no-rollback.
     """
     from kaitoctl.apply import ApplyOptions, apply_workspace
-    from kaitoctl.validate import load_workspaces
+    from kaitoctl.validate import load_objects
 
     wait = wait_flag(ctx, no_wait, default=True)
     timeout_s = parse_duration(timeout)
-    workspaces = load_workspaces(filename, strict=strict)
+    workspaces, companions = load_objects(filename, strict=strict)
     ui = ConsoleUI(objects_format=output.value if output else None)
     kube = connect(kubeconfig, context, namespace)
     opts = ApplyOptions(dry_run=dry_run.value, force_conflicts=force_conflicts, skip_preflight=skip_preflight,
                         wait=wait, timeout_s=timeout_s, allow_downtime=allow_downtime, rollback=not no_rollback,
-                        registry=registry, namespace=namespace)
+                        registry=registry, namespace=namespace, companions=companions)
     for ws in workspaces:
         run_interruptible(lambda: apply_workspace(kube, ws, opts, ui), ws.name,
                           ws.metadata.namespace or namespace or kube.namespace, ui)
@@ -293,12 +293,12 @@ def preflight_command(
     from kaitoctl.apply import preflight_report
     from kaitoctl.errors import PreflightFailed
     from kaitoctl.output import emit, stdout_console
-    from kaitoctl.validate import load_workspaces
+    from kaitoctl.validate import load_objects
 
-    workspaces = load_workspaces(filename, strict=strict)
+    workspaces, companions = load_objects(filename, strict=strict)
     kube = connect(kubeconfig, context, namespace)
     ui = ConsoleUI(preflight_table=False)
-    reports = [preflight_report(kube, ws, namespace, ui, registry) for ws in workspaces]
+    reports = [preflight_report(kube, ws, namespace, ui, registry, companions=companions) for ws in workspaces]
     if output is ReportFormat.table:
         for report in reports:
             print_preflight(report, stdout_console())

@@ -39,14 +39,17 @@ def render_command(
     and the rollout strategy (with the reason on stderr). `kaitoctl apply`
     computes the same from the live nodes instead.
     """
+    from kaitoctl.companions import redacted
     from kaitoctl.output import emit
     from kaitoctl.plan import default_plan
     from kaitoctl.registry import preset_image
     from kaitoctl.render import render_workspace
-    from kaitoctl.validate import load_workspaces
+    from kaitoctl.validate import config_data, load_objects
 
-    objects: list[dict] = []
-    for ws in load_workspaces(filename, strict=strict, warn=_print_warning):
+    workspaces, companions = load_objects(filename, strict=strict, warn=_print_warning)
+    # The file's ConfigMaps and Secrets first, as apply sends them; Secret values never printed.
+    objects: list[dict] = [redacted(obj) for obj in companions]
+    for ws in workspaces:
         plan = default_plan(ws)
         if plan.reason:
             print(f"# {ws.name}: {plan.strategy}: {plan.reason}", file=sys.stderr)
@@ -55,7 +58,7 @@ def render_command(
             print(f"# {ws.name}: " + (image.describe() if image.registry else
                   f"{image.image} is a placeholder: {image.problem()}; `kaitoctl apply` refuses it"),
                   file=sys.stderr)
-        objects.extend(render_workspace(ws, plan, registry=registry))
+        objects.extend(render_workspace(ws, plan, registry=registry, config_data=config_data(ws, companions)))
     emit(objects, output.value)
 
 

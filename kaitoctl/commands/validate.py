@@ -63,8 +63,10 @@ def validate_command(
             "documents": [
                 {
                     "index": doc.index,
-                    "name": (doc.draft.name or None) if doc.draft else None,
-                    "valid": doc.workspace is not None and not [
+                    "kind": doc.data.get("kind") if isinstance(doc.data, dict) else None,
+                    "name": ((doc.draft.name or None) if doc.draft else
+                             (doc.companion["metadata"]["name"] if doc.companion is not None else None)),
+                    "valid": (doc.workspace is not None or doc.companion is not None) and not [
                         f for f in report.findings[doc.index] if fails(f, strict)],
                     "summary": summary(doc.workspace) if doc.workspace else None,
                     "findings": [f.to_dict() for f in report.findings[doc.index]],

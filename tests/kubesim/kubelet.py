@@ -181,7 +181,7 @@ class Kubelet:
         c.instances.append(Instance(str(behaviour.opts.get("log", default)), self.cluster.now(), f"containerd://{digest}"))
         c.phase, c.ticks, c.ready = "running", 0, False
 
-    def _finish(self, c: ContainerRun, exit_code: int, reason: str) -> None:
+    def _finish(self, c: ContainerRun, exit_code: int, reason: str, message: str | None = None) -> None:
         instance = c.instances[-1]
         instance.terminated = {
             "exitCode": exit_code,
@@ -190,6 +190,8 @@ class Kubelet:
             "finishedAt": self.cluster.now(),
             "containerID": instance.container_id,
         }
+        if message:  # what the container wrote to its terminationMessagePath
+            instance.terminated["message"] = message
         c.ready = False
 
     def _step(self, pod: dict[str, Any], run: PodRun, c: ContainerRun, policy: str) -> None:
@@ -255,7 +257,8 @@ class Kubelet:
     def _run(self, pod: dict[str, Any], run: PodRun, c: ContainerRun, behaviour: Behaviour, policy: str) -> None:
         if behaviour.name in FAILING and c.ticks >= int(behaviour.opts.get("after_ticks", 1)):
             oom = behaviour.name == "oom"
-            self._finish(c, 137 if oom else int(behaviour.opts.get("exit_code", 1)), "OOMKilled" if oom else "Error")
+            self._finish(c, 137 if oom else int(behaviour.opts.get("exit_code", 1)), "OOMKilled" if oom else "Error",
+                         behaviour.opts.get("termination_message"))
             c.phase, c.ticks = ("failed" if policy == "Never" else "crashed"), 0
         elif c.init:
             needed = int(behaviour.opts.get("ticks", 20)) if behaviour.name == "slow" else self.init_ticks

@@ -159,7 +159,7 @@ def test_every_distributed_preset_splits_its_heads_over_its_world_size() -> None
     distributed = [p for p in catalog.presets().values() if p.distributed]
     assert distributed
     for preset in distributed:
-        assert preset.attention_heads and preset.kv_heads, preset.name
+        assert preset.num_heads and preset.num_kv_heads, preset.name
         assert preset.tensor_parallel_problem(preset.world_size) is None, preset.name
 
 
@@ -167,7 +167,7 @@ def test_heads_that_do_not_divide_by_the_world_size_are_named(monkeypatch) -> No
     import dataclasses
 
     real = catalog.presets()
-    broken = dataclasses.replace(real["llama-2-70b"], kv_heads=12)  # 12 key/value heads over 8 processes
+    broken = dataclasses.replace(real["llama-2-70b"], num_kv_heads=12)  # 12 key/value heads over 8 processes
     monkeypatch.setattr(catalog, "presets", lambda: {**real, "llama-2-70b": broken})
     findings = triples(findings_of(mutate({
         "inference.preset": {"name": "llama-2-70b", "accessMode": "private",

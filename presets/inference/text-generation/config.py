@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from . import inference_config
 from .errors import ConfigError
 
 DEFAULT_MODEL_DIR = "/workspace/tfs/weights"
@@ -69,6 +70,7 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch: int = DEFAULT_MAX_BATCH
     max_queue: int = DEFAULT_MAX_QUEUE
+    max_model_len: int = 0  # tokens of context served; 0: the model's own limit (KAITOCTL_MAX_MODEL_LEN)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +96,7 @@ class ServerConfig:
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "ServerConfig":
         """Read the ``KAITOCTL_*`` variables (see the module docstring for the list)."""
         env = dict(os.environ if environ is None else environ)
+        env = inference_config.apply(env)  # the workspace's inference.config, when mounted
         adapter_dir = env.get("KAITOCTL_ADAPTER_DIR") or DEFAULT_ADAPTER_DIR
         adapters_json = env.get("KAITOCTL_ADAPTERS")
         return cls(
@@ -112,6 +115,7 @@ class ServerConfig:
             max_body_bytes=_env_int(env, "KAITOCTL_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             max_batch=_env_int(env, "KAITOCTL_MAX_BATCH", DEFAULT_MAX_BATCH),
             max_queue=_env_int(env, "KAITOCTL_MAX_QUEUE", DEFAULT_MAX_QUEUE),
+            max_model_len=_env_int(env, "KAITOCTL_MAX_MODEL_LEN", 0),
             environ=env,
         )
 

@@ -79,10 +79,11 @@ def load_served_model(config: ServerConfig) -> ServedModel:
         read_adapter_config(ref)
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    auto_class = _auto_model_class(raw_config)
     device = _resolve_device(config.device)
     split: dict[str, Any] = {}
     if world.distributed:
@@ -107,7 +108,7 @@ def load_served_model(config: ServerConfig) -> ServedModel:
         tokenizer = AutoTokenizer.from_pretrained(
             str(model_dir), trust_remote_code=config.trust_remote_code, local_files_only=True
         )
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto_class.from_pretrained(
             str(model_dir),
             trust_remote_code=config.trust_remote_code,
             local_files_only=True,
@@ -169,7 +170,7 @@ def load_served_model(config: ServerConfig) -> ServedModel:
         model_name=config.model_name or _model_name(model_dir, raw_config),
         architecture=type(model).__name__,
         num_parameters=sum(p.numel() for p in model.parameters()),
-        context_length=_context_length(model, tokenizer),
+        context_length=min(_context_length(model, tokenizer), config.max_model_len or 2**62),
         dtype=str(serving).replace("torch.", ""),
         device=device_desc,
         adapters=[adapter.summary() for adapter in adapters],
@@ -201,6 +202,19 @@ def summary_line(served: ServedModel) -> str:
         f"modules_touched={served.modules_touched} load={served.load_seconds:.2f}s "
         f"merge={served.merge_seconds:.2f}s move={served.move_seconds:.2f}s"
     )
+
+
+def _auto_model_class(raw_config: dict[str, Any]) -> Any:
+    """AutoModelForCausalLM, or AutoModelForImageTextToText for multimodal models it does not map
+    (Mistral 3 / Ministral 3): served as text generation, prompts without images."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+
+    model_type = raw_config.get("model_type")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return AutoModelForImageTextToText
+    return AutoModelForCausalLM
 
 
 def _read_model_config(model_dir: Path) -> dict[str, Any]:
@@ -296,10 +310,12 @@ def _place(model: Any, device: str) -> tuple[str, Any]:
 
 
 def _context_length(model: Any, tokenizer: Any) -> int:
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(model.config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
+    # Multimodal models (Gemma 3, Mistral 3) keep the language model's limits in text_config.
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < 10_000_000:
         return limit
