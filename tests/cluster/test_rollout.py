@@ -116,9 +116,20 @@ def test_statefulset_gets_a_deadline_of_its_own():
     failure = rollout_status(sts, [running], [], stalled_s=301, progress_deadline_s=300).failure
     assert failure.reason == "ProgressDeadlineExceeded"
     assert failure.message == "statefulset \"llm\" made no progress for 301s (kaitoctl's deadline for StatefulSets: 300s)"
-    # A Deployment relies on the server's own deadline condition instead.
-    assert rollout_status(deployment(available=0), [running], [], stalled_s=10_000,
-                          progress_deadline_s=300).failure is None
+
+
+def test_a_stalled_deployment_scale_up_fails_by_its_own_progress_deadline():
+    # The real controller never times out a plain scale-up after a finished rollout (its condition stays
+    # NewReplicaSetAvailable), so a new pod that never became Ready was waited on until --timeout.
+    scaling = deployment(replicas=2, updated=2, total=2, available=1, ready=1)
+    scaling["spec"]["progressDeadlineSeconds"] = 900
+    running = pod(phase="Running", init=DONE_INIT,
+                  containers=[{"name": "llm", "state": {"running": {}}, "ready": False, "restartCount": 0}])
+    assert rollout_status(scaling, [running], [], stalled_s=899).failure is None
+    failure = rollout_status(scaling, [running], [], stalled_s=901).failure
+    assert failure.reason == "ProgressDeadlineExceeded"
+    assert failure.message == ('deployment "llm" exceeded its progress deadline: no progress for 901s '
+                               "(progressDeadlineSeconds 900)")
 
 
 def test_adapter_image_pull_names_the_adapter_and_the_secret():
