@@ -8,7 +8,8 @@ that will not heal by itself ends the wait with a one-line reason and the
 detail under it: image pulls (naming the adapter and the pull secret), failed
 init containers, CrashLoopBackOff and OOMKilled (with the tail of the log),
 Unschedulable (the scheduler's message), ProgressDeadlineExceeded, and a
-no-progress deadline for StatefulSets, which have none of their own.
+no-progress deadline for StatefulSets, which have none of their own, and for Deployment
+scale-ups, which the controller does not time out.
 
 :func:`watch` is the loop around it: it watches (never polls) the workload, its
 pods and the namespace's events through :class:`kaitoctl.kube.Informer`s,
