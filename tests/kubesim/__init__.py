@@ -1,5 +1,9 @@
-"""kubesim: a Kubernetes API server and simulated cluster for kaitoctl's tests (not product code)."""
+"""kubesim: the suite's handle on a real Kubernetes control plane (not product code).
 
-from .sim import KubeSim
+``KubeSim`` keeps the hooks of the simulator this package used to be, implemented on a real
+kube-apiserver, controller-manager, scheduler and kwok started from ``KUBEBUILDER_ASSETS``.
+"""
+
+from .realsim import KubeSim
 
 __all__ = ["KubeSim"]
