@@ -326,10 +326,21 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     if template_changed and is_serving(live) and live is not None:
         _gate_downtime(ws, live, kind, plan, report, state, opts, ui)
 
+    old_workloads = [o for o in stale if o.get("kind") in ("Deployment", "StatefulSet")]
+    if old_workloads:
+        # The workload changes kind (the downtime gate allowed it): its pods stop first, so the new
+        # pods find the GPUs free instead of being reported unschedulable next to them.
+        from kaitoctl.delete import wait_pods_gone
+
+        for obj in old_workloads:
+            ui.step(f"stopping {_ref(obj)} before its replacement starts")
+            kube.delete(obj["kind"], obj["metadata"]["name"], namespace)
+        wait_pods_gone(kube, name, namespace, opts.timeout_s)
     applied = [kube.apply(obj, force=opts.force_conflicts) for obj, _ in actions]
     ui.objects(applied)
     for obj in stale:
-        kube.delete(obj["kind"], obj["metadata"]["name"], namespace)
+        if obj not in old_workloads:
+            kube.delete(obj["kind"], obj["metadata"]["name"], namespace)
     for ref, action in result.actions:
         ui.result(f"{ref} {action}")
     recorded = state.history or hist.History(name, namespace)
