@@ -8,6 +8,23 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 .PHONY: install demo demo-serve test bench clean
 
+# The cluster tests run a real control plane from the folder KUBEBUILDER_ASSETS names (etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler, kwok; tests/kubesim/README.md says where
+# to get them). Unset, it is unpacked once from K8S_TARBALL into .k8s-bin/ when that file exists.
+K8S_TARBALL ?= ../shared/k8s/k8s-bin.tar.xz
+K8S_BIN := .k8s-bin
+ifeq ($(KUBEBUILDER_ASSETS),)
+ifneq ($(wildcard $(K8S_TARBALL)),)
+export KUBEBUILDER_ASSETS := $(abspath $(K8S_BIN))
+K8S_DEP := $(K8S_BIN)/.unpacked
+endif
+endif
+
+$(K8S_BIN)/.unpacked: $(K8S_TARBALL)
+	mkdir -p $(K8S_BIN)
+	tar -xJf $(K8S_TARBALL) -C $(K8S_BIN)
+	touch $@
+
 install: $(VENV)/.installed
 
 # torch first, pinned: an unpinned resolve pulls a multi-GB CUDA build.
@@ -23,11 +40,11 @@ demo: install
 demo-serve: install
 	$(VENV)/bin/kaitoctl demo --serve
 
-test: install
+test: install $(K8S_DEP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
-bench: install
+bench: install $(K8S_DEP)
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .demo
+	rm -rf $(VENV) .pytest_cache .hypothesis .demo $(K8S_BIN)

@@ -46,8 +46,7 @@ class Runner:
 @pytest.fixture
 def sim() -> Iterator[KubeSim]:
     """The session's real control plane (tests/kubesim), left clean for the next test."""
-    if controlplane.assets_dir() is None:
-        pytest.skip(controlplane.why_unavailable())
+    controlplane.skip_unless_available()
     with KubeSim(tick_seconds=0.02) as running:
         yield running
         assert not running.internal_errors, running.internal_errors

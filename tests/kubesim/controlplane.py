@@ -48,6 +48,16 @@ def why_unavailable() -> str:
     return f"KUBEBUILDER_ASSETS={value} lacks {', '.join(missing)}"
 
 
+def skip_unless_available() -> None:
+    """In a test: skip it when the binaries are missing (fail instead under KUBESIM_REQUIRED=1, as CI sets)."""
+    import pytest
+
+    if assets_dir() is None:
+        if os.environ.get("KUBESIM_REQUIRED") == "1":
+            pytest.fail(why_unavailable(), pytrace=False)
+        pytest.skip(why_unavailable())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -347,8 +347,7 @@ def run_demo_server(blocks: list[Block], demo_dir: Path) -> None:
 def run_cluster(blocks: list[Block], _demo_dir: Path) -> None:
     from kubesim import KubeSim, controlplane
 
-    if controlplane.assets_dir() is None:
-        pytest.skip(controlplane.why_unavailable())
+    controlplane.skip_unless_available()
     with KubeSim(tick_seconds=0.02) as sim:
         prepare_cluster(sim)
         env = command_env(KUBECONFIG=sim.kubeconfig_path)
