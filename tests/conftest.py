@@ -20,5 +20,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN0
     if plane is not None:
         terminalreporter.write_line(f"cluster tests: kube-apiserver {plane.version} at {plane.url} "
                                     f"(etcd, controller-manager, scheduler, kwok from {plane.assets})")
-    elif kubesim is not None and kubesim.assets_dir() is None:
+    elif kubesim is not None and any("KUBEBUILDER_ASSETS" in str(r.longrepr)
+                                     for r in terminalreporter.stats.get("skipped", [])):
         terminalreporter.write_line(f"cluster tests: skipped: {kubesim.why_unavailable()}")
