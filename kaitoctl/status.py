@@ -226,10 +226,14 @@ def list_workspaces(kube: Any, namespace: Optional[str], all_namespaces: bool = 
         items, _ = kube.list(kind, namespace, all_namespaces=all_namespaces, label_selector=selector)
         return items
 
-    workloads = lst("Deployment", KAITOCTL_SELECTOR) + lst("StatefulSet", KAITOCTL_SELECTOR)
-    pods = lst("Pod", WORKSPACE_LABEL)
-    services = lst("Service", KAITOCTL_SELECTOR)
-    return build_views(workloads, pods, services)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The four LISTs go out together: one round trip of wall time instead of four.
+    wanted = [("Deployment", KAITOCTL_SELECTOR), ("StatefulSet", KAITOCTL_SELECTOR), ("Pod", WORKSPACE_LABEL),
+              ("Service", KAITOCTL_SELECTOR)]
+    with ThreadPoolExecutor(len(wanted)) as pool:
+        deployments, statefulsets, pods, services = pool.map(lambda w: lst(*w), wanted)
+    return build_views(deployments + statefulsets, pods, services)
 
 
 def get_workspace(kube: Any, name: str, namespace: Optional[str]) -> WorkspaceView:
