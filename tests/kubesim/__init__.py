@@ -4,6 +4,6 @@
 kube-apiserver, controller-manager, scheduler and kwok started from ``KUBEBUILDER_ASSETS``.
 """
 
-from .realsim import KubeSim
+from .sim import KubeSim
 
 __all__ = ["KubeSim"]
