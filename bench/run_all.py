@@ -5,6 +5,7 @@ see the docstring at the top of each file for what it measures:
 
     bench_render.py   kaitoctl render start-up vs the import floor of its libraries
     bench_status.py   kaitoctl status API calls and time for 1/10/100 workspaces; apply's Ready delay
+    bench_startup.py  kaitoctl status -A / apply start-up vs kubectl on the real test control plane
     bench_server.py   merged vs base vs unmerged-PEFT tokens/s; HTTP /chat vs raw generate(); merge cost
 """
 
@@ -14,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_render.py", "bench_status.py", "bench_server.py"]
+BENCHES = ["bench_render.py", "bench_status.py", "bench_startup.py", "bench_server.py"]
 
 
 def main() -> int:
