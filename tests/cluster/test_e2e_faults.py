@@ -123,3 +123,35 @@ def test_unreachable_and_unauthorized_servers(sim, kaitoctl, write_ws, tmp_path:
     assert denied.returncode == 4
     assert f"kaitoctl: error: unauthorized: the API server at {sim.url} did not accept kaitoctl's credentials" \
         in denied.stderr
+
+
+def test_a_real_admission_policy_422_lists_its_cause_and_nothing_is_applied(sim, kaitoctl, write_ws):
+    gpu_node(sim)
+    sim.apply_as("cluster-admin", {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "trusted-registries"},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                                                         "operations": ["CREATE", "UPDATE"],
+                                                         "resources": ["deployments"]}]},
+                 "validations": [{"expression": "object.spec.template.spec.containers.all(c, "
+                                                "c.image.startsWith('mcr.microsoft.com/'))",
+                                  "message": "image registry not allowed by policy",
+                                  "reason": "Invalid"}]}})
+    sim.apply_as("cluster-admin", {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "trusted-registries"},
+        "spec": {"policyName": "trusted-registries", "validationActions": ["Deny"]}})
+
+    def refused():
+        result = kaitoctl("apply", "-f", write_ws())
+        return result if result.returncode == 4 else None
+
+    result = sim.wait_until(refused, 30, "the policy to take effect")   # policies load asynchronously
+    assert "the API server rejected deployment.apps/falcon as invalid" in result.stderr
+    assert ("  (object): ValidatingAdmissionPolicy 'trusted-registries' with binding 'trusted-registries' denied "
+            "request: image registry not allowed by policy") in result.stderr
+    assert "server-side dry run: " in result.stderr and "nothing was applied" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert writes(sim) == []
+    assert sim.get("Service", "default", "falcon") is None

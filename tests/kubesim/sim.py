@@ -60,6 +60,10 @@ for _kind, _prefix, _plural, _ns, _short in [
     ("StatefulSet", "/apis/apps/v1", "statefulsets", True, ("sts",)),
     ("ControllerRevision", "/apis/apps/v1", "controllerrevisions", True, ()),
     ("Lease", "/apis/coordination.k8s.io/v1", "leases", True, ()),
+    ("ValidatingAdmissionPolicy", "/apis/admissionregistration.k8s.io/v1", "validatingadmissionpolicies", False,
+     ()),
+    ("ValidatingAdmissionPolicyBinding", "/apis/admissionregistration.k8s.io/v1",
+     "validatingadmissionpolicybindings", False, ()),
 ]:
     for _alias in (_kind, _kind.lower(), _plural, *_short):
         _KINDS[_alias] = (_prefix, _plural, _ns)
@@ -532,6 +536,8 @@ class KubeSim:
 
             time.sleep(0.1)
         self._call("DELETE", "/api/v1/nodes", ok=(200, 404))
+        for kind in ("ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy"):
+            self._call("DELETE", self._path(kind, None), ok=(200, 404))
         self._call("DELETE", self._path("Lease", "kube-node-lease"), ok=(200, 404))
 
 
