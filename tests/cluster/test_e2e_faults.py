@@ -59,7 +59,7 @@ def test_invalid_object_lists_the_servers_causes_and_nothing_is_applied(sim, kai
 
 def test_dropped_and_expired_watches_are_resumed(sim, kaitoctl, write_ws):
     gpu_node(sim)
-    sim.set_image_behaviour(MODEL_IMAGE, "slow", ticks=60)
+    sim.set_image_behaviour(MODEL_IMAGE, "never_ready")    # until the watches have been dropped and expired
     proc = kaitoctl.start("apply", "-f", write_ws(), "--timeout", "60s")
 
     def pod_watches():
@@ -72,6 +72,7 @@ def test_dropped_and_expired_watches_are_resumed(sim, kaitoctl, write_ws):
     sim.wait_until(lambda: len(pod_watches()) >= 2, timeout=30.0, what="the pod watch to resume")
     sim.add_secret("default", "unrelated-change")  # history moves past every watcher's resourceVersion...
     sim.expire_watch_history()                       # ... and is forgotten: the watches get 410 Gone
+    sim.set_image_behaviour(MODEL_IMAGE, "ok")       # now the pod turns Ready
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert 'deployment "falcon" successfully rolled out' in err

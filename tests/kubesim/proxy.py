@@ -122,7 +122,7 @@ class FaultProxy:
         class Handler(_Handler):
             owner = proxy
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.server.block_on_close = False       # relays of finished watches end on their own
         server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -179,6 +179,14 @@ class FaultProxy:
     def clear(self) -> None:
         with self.lock:
             self.requests.clear()
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):   # a client that hung up (Ctrl-C) is no error
+            super().handle_error(request, client_address)
 
 
 def _gone_event(rv: str) -> bytes:
@@ -263,27 +271,33 @@ class _Handler(BaseHTTPRequestHandler):
             return
         conn = proxy.upstream(timeout=None)
         stream = Stream(conn)
+        with proxy.lock:                 # from now on drop_watches/expire reach this watch, even mid-connect
+            proxy.streams.add(stream)
         try:
             conn.request("GET", self.path, headers=headers)
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException):
+            with proxy.lock:
+                proxy.streams.discard(stream)
             conn.close()
-            self._send(503, json.dumps(status_body(503, "kubesim proxy: the apiserver did not answer")).encode())
-            return
-        if resp.status != 200:
+            if stream.end is None:
+                self._send(503, json.dumps(status_body(503, "kubesim proxy: the apiserver did not answer")).encode())
+                return
+            resp = None
+        if resp is not None and resp.status != 200:
             data = resp.read()
+            with proxy.lock:
+                proxy.streams.discard(stream)
             conn.close()
             self._send(resp.status, data, resp.getheader("Content-Type") or "application/json")
             return
         self.send_response(200)
-        self.send_header("Content-Type", resp.getheader("Content-Type") or "application/json")
+        self.send_header("Content-Type", (resp.getheader("Content-Type") if resp else None) or "application/json")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.wfile.flush()
-        with proxy.lock:
-            proxy.streams.add(stream)
         try:
-            while stream.end is None:
+            while stream.end is None and resp is not None:
                 try:
                     line = resp.readline()
                 except (OSError, http.client.HTTPException, ValueError):
