@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh clone; each installs what it needs first.
 #   make demo   serve a tiny random-weight model with a LoRA adapter locally and curl it
-#   make test   run the test suite (what CI runs)
-# and: make demo-serve (keep the demo server running), make bench, make clean
+#   make test   run the test suite (what CI runs, with make test-floors and make newcomer)
+# and: make demo-serve (keep the demo server running), make bench, make newcomer, make clean
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo demo-serve test bench clean
+.PHONY: install demo demo-serve test test-floors bench newcomer clean
 
 # The cluster tests run a real control plane from the folder KUBEBUILDER_ASSETS names (etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, kwok; tests/kubesim/README.md says where
@@ -43,8 +43,29 @@ demo-serve: install
 test: install $(K8S_DEP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
+# The CLI at the lowest dependency versions setup.cfg allows (constraints/floors.txt), in its own
+# venv without torch or the server extras: the offline and cluster tests.
+FLOORS_VENV ?= .venv-floors
+test-floors: $(FLOORS_VENV)/.installed $(K8S_DEP)
+	HF_HUB_OFFLINE=1 $(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/offline tests/cluster tests/adapters tests/test_imports.py
+
+$(FLOORS_VENV)/.installed: setup.cfg constraints/floors.txt
+	python3 -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python -m pip --disable-pip-version-check -q install -c constraints/floors.txt -e . 'pytest>=8' 'hypothesis>=6.100'
+	touch $@
+
 bench: install $(K8S_DEP)
 	$(PY) bench/run_all.py
 
+# What a newcomer gets from the README's CLI-only `pip install .` (no torch) in a fresh virtualenv:
+# the offline commands, and `kaitoctl demo` / `serve` exiting 8 with the fix (.ci/newcomer). CI runs it.
+NEWCOMER_VENV ?= $(or $(TMPDIR),/tmp)/kaitoctl-newcomer-venv
+newcomer:
+	rm -rf $(NEWCOMER_VENV)
+	python3 -m venv $(NEWCOMER_VENV)
+	$(NEWCOMER_VENV)/bin/python -m pip --disable-pip-version-check -q install .
+	bash .ci/newcomer $(NEWCOMER_VENV)/bin
+	rm -rf $(NEWCOMER_VENV)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .demo $(K8S_BIN)
+	rm -rf $(VENV) $(FLOORS_VENV) .pytest_cache .hypothesis .demo $(K8S_BIN)

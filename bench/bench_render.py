@@ -39,6 +39,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _venv import use_project_venv
+
+use_project_venv("typer", "rich", "pydantic", "yaml", "kaitoctl")
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.5
 FULL_FLOOR = (

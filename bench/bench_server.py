@@ -35,6 +35,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _venv import use_project_venv
+
+use_project_venv("torch", "transformers", "peft", "flask", "kaitoctl_server")
+
 PROMPT = "Kubernetes schedules pods onto nodes that have free GPUs, and"
 STRENGTHS = {"a": 0.6, "b": 0.8}
 

@@ -25,6 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _venv import use_project_venv
+
+use_project_venv("kubernetes", "kaitoctl")
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))

@@ -7,6 +7,9 @@ see the docstring at the top of each file for what it measures:
     bench_status.py   kaitoctl status API calls and time for 1/10/100 workspaces; apply's Ready delay
     bench_startup.py  kaitoctl status -A / apply start-up vs kubectl on the real test control plane
     bench_server.py   merged vs base vs unmerged-PEFT tokens/s; HTTP /chat vs raw generate(); merge cost
+    bench_batching.py continuous batching: tokens/s at 1-16 clients, TTFT; merged vs no-adapter over HTTP
+    bench_tp.py       tensor parallel on CPU: weight bytes per rank / whole model; tokens/s world size 2 / 1
+    bench_soak.py     50 apply/adapters update/rollback/scale cycles with API faults: objects left inconsistent
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_render.py", "bench_status.py", "bench_startup.py", "bench_server.py"]
+from _venv import use_project_venv
+
+use_project_venv("torch", "kubernetes", "kaitoctl", "kaitoctl_server")
+
+BENCHES = ["bench_render.py", "bench_status.py", "bench_startup.py", "bench_server.py", "bench_batching.py", "bench_tp.py", "bench_soak.py"]
 
 
 def main() -> int:

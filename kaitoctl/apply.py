@@ -9,9 +9,14 @@ The order is the safety argument:
 5. compare with the live objects: nothing would change → "unchanged", no new
    revision, no rollout; a pod-template change on a serving workspace that
    cannot surge → refuse unless ``--allow-downtime``;
-6. the real server-side apply, in render order; record the revision;
-7. watch the rollout; on failure roll back to the previous revision (unless
-   ``--no-rollback``) and say so.
+6. record the new revision as ``applying`` in the history ConfigMap (under a
+   resourceVersion check, so concurrent applies never lose entries);
+7. the real server-side apply, in render order, all or nothing: a failure part
+   way undoes what this apply changed and records the revision as failed;
+8. watch the rollout (a pod-template change, or a new pod count); on failure
+   roll back to the last good revision (unless ``--no-rollback``) and say so.
+   A watch that ends early (an API error, Ctrl-C) records the revision as
+   ``interrupted``: ``rollback`` never returns to failed or interrupted ones.
 
 Printing goes through an :class:`ApplyUI` so that the core can run silently in
 tests and benchmarks.
@@ -30,6 +35,7 @@ from kaitoctl.history import (ANNOTATION_REVISION, LABEL_TEMPLATE_HASH, MANAGED_
                               WORKSPACE_LABEL, canonical_json)
 from kaitoctl.plan import Plan
 from kaitoctl.preflight import PreflightReport
+from kaitoctl.registry import PresetImage, preset_image
 from kaitoctl.rollout import RolloutStatus
 from kaitoctl.workspace import Workspace
 
@@ -63,6 +69,7 @@ class ApplyOptions:
     registry: Optional[str] = None
     namespace: Optional[str] = None       # -n; the file's namespace wins when they agree
     change: str = "apply"                 # how the history describes this revision's origin
+    companions: list[dict[str, Any]] = field(default_factory=list)  # the file's ConfigMaps/Secrets, applied too
 
 
 @dataclass
@@ -76,6 +83,13 @@ class ClusterState:
     pods_complete: bool = True
     secrets: Optional[dict[str, bool]] = None
     history: Optional[hist.History] = None
+    # Rendered objects not found by the label LISTs above, read by name: (kind, name) -> object or None.
+    # Any kind the renderer adds (ConfigMaps, Secrets, ...) is looked up here, so an apply knows
+    # what was there before it (for "created"/"configured" and to undo a failed apply).
+    by_name: dict[tuple[str, str], Optional[dict[str, Any]]] = field(default_factory=dict)
+    # ConfigMaps/Secrets of the file or named by the workspace: (kind, name) → live object (None: absent);
+    # a pair missing from the dict could not be read (forbidden).
+    companions: dict[tuple[str, str], Optional[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def workload(self) -> Optional[dict[str, Any]]:
@@ -205,6 +219,90 @@ def needed_secrets(ws: Workspace) -> list[str]:
     return sorted(names)
 
 
+def named_objects(ws: Workspace) -> list[tuple[str, str]]:
+    """The (kind, name) of the model-access Secret and the inference-config ConfigMap ``ws`` names."""
+    out = []
+    if ws.model_access_secret:
+        out.append(("Secret", ws.model_access_secret))
+    if ws.inference_config:
+        out.append(("ConfigMap", ws.inference_config))
+    return out
+
+
+def _file_objects(companions: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """The file's ConfigMaps/Secrets as apply sends them: their own namespace, else the workspace's."""
+    from kaitoctl.companions import for_apply
+
+    return [for_apply(o, (o.get("metadata") or {}).get("namespace") or namespace) for o in companions]
+
+
+def _read_companions(kube: Any, ws: Workspace, namespace: str, file_objs: list[dict[str, Any]],
+                     state: ClusterState, ui: ApplyUI) -> None:
+    from kaitoctl.kube import is_forbidden
+
+    wanted = named_objects(ws) + [(o["kind"], o["metadata"]["name"]) for o in file_objs]
+    for kind, name in dict.fromkeys(wanted):
+        try:
+            state.companions[(kind, name)] = kube.get_or_none(kind, name, namespace)
+        except ClusterError as err:
+            if not is_forbidden(err):
+                raise
+            ui.warn(f"cannot read {kind} {name} in {namespace!r} (forbidden): not checked")
+
+
+def _missing_references(ws: Workspace, file_objs: list[dict[str, Any]], state: ClusterState) -> list[str]:
+    """Preflight problems: a Secret/ConfigMap the workspace names that is neither in the file nor in the cluster."""
+    from kaitoctl.companions import HF_TOKEN_KEY, INFERENCE_CONFIG_KEY, keys
+
+    in_file = {(o["kind"], o["metadata"]["name"]): o for o in file_objs}
+    problems = []
+    for kind, name in named_objects(ws):
+        key = HF_TOKEN_KEY if kind == "Secret" else INFERENCE_CONFIG_KEY
+        field_name = "presetOptions.modelAccessSecret" if kind == "Secret" else "inference.config"
+        if (kind, name) in in_file or (kind, name) not in state.companions:
+            continue
+        live = state.companions[(kind, name)]
+        if live is None:
+            problems.append(f"{kind} {name} (named by {field_name}) is neither in the file nor in namespace "
+                            f"{ws.metadata.namespace}: create it with the key {key}, or add it to the file")
+        elif key not in keys(live):
+            problems.append(f"{kind} {name} (named by {field_name}) in namespace {ws.metadata.namespace} has no key "
+                            f"{key}")
+    return problems
+
+
+def _config_text(ws: Workspace, file_objs: list[dict[str, Any]], state: ClusterState) -> Optional[str]:
+    """The inference config's content, from the file, else from the cluster (its hash goes into the pods)."""
+    from kaitoctl.companions import INFERENCE_CONFIG_KEY, text_value
+
+    if not ws.inference_config:
+        return None
+    for obj in file_objs:
+        if (obj["kind"], obj["metadata"]["name"]) == ("ConfigMap", ws.inference_config):
+            return text_value(obj, INFERENCE_CONFIG_KEY)
+    live = state.companions.get(("ConfigMap", ws.inference_config))
+    return text_value(live, INFERENCE_CONFIG_KEY) if live else None
+
+
+def _byo_plan(ws: Workspace, state: ClusterState) -> Plan:
+    """Your own nodes (empty instanceType): GPUs per pod from their GPU Feature Discovery labels."""
+    from kaitoctl.plan import default_plan
+    from kaitoctl.preflight import gfd_shape
+
+    shape = gfd_shape(ws, state.nodes)
+    if shape is None:
+        return default_plan(ws)
+    return default_plan(ws, node_gpus=shape.count, per_gpu_bytes=shape.per_gpu_bytes,
+                        shape_name=f"{shape.product or 'GPU'} node ({shape.count} GPUs)")
+
+
+def _printable(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Objects for the terminal: Secret values never printed."""
+    from kaitoctl.companions import redacted
+
+    return [redacted(o) if o.get("kind") == "Secret" else o for o in objs]
+
+
 def read_cluster(kube: Any, ws: Workspace, namespace: str, *, preflight: bool, ui: ApplyUI) -> ClusterState:
     """Everything apply decides from; a handful of requests, none of them per node."""
     from kaitoctl.kube import is_forbidden
@@ -261,13 +359,22 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     kind = workload_of(first)["kind"]
     state = read_cluster(kube, ws, namespace, preflight=not opts.skip_preflight, ui=ui)
     live = state.workload
+    image = preset_image(ws, opts.registry, live)
+    file_objs = _file_objects(opts.companions, namespace)
+    _read_companions(kube, ws, namespace, file_objs, state, ui)
+    if ws.byo_nodes and state.nodes:
+        first = render_workspace(ws, _byo_plan(ws, state), registry=opts.registry)
 
     report: Optional[PreflightReport] = None
     if opts.skip_preflight:
         plan = default_plan(ws)
         ui.warn(f"preflight skipped: {plan.strategy} from the catalog, not checked against the nodes")
+        if image is not None and image.registry is None:
+            raise PreflightFailed(f"cannot apply workspace {namespace}/{name}: nothing was applied",
+                                  details=[image.problem()])
     else:
-        report = _check(ws, first, state, namespace)
+        report = _check(ws, first, state, namespace, image)
+        report.problems.extend(_missing_references(ws, file_objs, state))
         ui.preflight(report)
         if not report.ok:
             raise PreflightFailed(
@@ -284,18 +391,30 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     # the cluster's free GPUs, a newer kaitoctl) updates objects under the same revision.
     revision = hist.revision_of(live) if same_workspace else \
         max(hist.revision_of(live), state.history.latest if state.history else 0) + 1
-    objs = stamp(render_workspace(ws, plan, registry=opts.registry), revision)
+    config_text = _config_text(ws, file_objs, state)
+
+    def render_objects(at_revision: int) -> list[dict[str, Any]]:
+        """The file's ConfigMaps/Secrets first, then the workspace's objects stamped with the revision."""
+        return file_objs + stamp(render_workspace(ws, plan, registry=image.registry if image else opts.registry,
+                                                  config_data=config_text), at_revision)
+
+    objs = render_objects(revision)
     result = ApplyResult(name=name, namespace=namespace, revision=revision, strategy=plan.strategy,
                          dry_run=opts.dry_run)
+    _read_by_name(kube, objs, state, namespace)
 
     if opts.dry_run == "client":
-        ui.objects(objs)
+        ui.objects(_printable(objs))
         for obj in objs:
             result.actions.append((_ref(obj), "configured" if _live_of(obj, state) else "created"))
             ui.result(f"{_ref(obj)} {result.actions[-1][1]} (dry run)")
         return result
 
-    dry = _server_dry_run(kube, objs, opts.force_conflicts)
+    recorded = state.history or hist.History(name, namespace)
+    # The history ConfigMap joins the dry run: a forbidden or refused history write stops the
+    # apply before anything is written, not after the workload has changed.
+    dry = _server_dry_run(kube, objs + ([] if same_workspace else [_history_probe(recorded, ws, revision)]),
+                          opts.force_conflicts)[:len(objs)]
     actions = [(obj, _action(_live_of(obj, state), out)) for obj, out in zip(objs, dry)]
     rendered = {(o["kind"], o["metadata"]["name"]) for o in objs}
     # kaitoctl's own objects of this workspace that the new rendering no longer has (the workload
@@ -306,6 +425,9 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     template_changed = live is not None and (
         live.get("kind") != kind or comparable({"t": _template(live)}) != comparable({"t": _template(workload_of(dry))})
     )
+    live_replicas = ((live or {}).get("spec") or {}).get("replicas", 1)
+    new_replicas = (workload_of(dry).get("spec") or {}).get("replicas", 1)
+    scaled = live is not None and not template_changed and live_replicas != new_replicas
     result.actions = [(_ref(o), a) for o, a in actions] + [(_ref(w), "deleted") for w in stale]
     if all(a == "unchanged" for _, a in actions) and not stale:
         result.unchanged = True
@@ -318,7 +440,7 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
         return result
 
     if opts.dry_run == "server":
-        ui.objects(dry)
+        ui.objects(_printable(dry))
         for ref, action in result.actions:
             ui.result(f"{ref} {action} (server dry run)")
         return result
@@ -326,39 +448,46 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
     if template_changed and is_serving(live) and live is not None:
         _gate_downtime(ws, live, kind, plan, report, state, opts, ui)
 
-    old_workloads = [o for o in stale if o.get("kind") in ("Deployment", "StatefulSet")]
-    if old_workloads:
-        # The workload changes kind (the downtime gate allowed it): its pods stop first, so the new
-        # pods find the GPUs free instead of being reported unschedulable next to them.
-        from kaitoctl.delete import wait_pods_gone
-
-        for obj in old_workloads:
-            ui.step(f"stopping {_ref(obj)} before its replacement starts")
-            kube.delete(obj["kind"], obj["metadata"]["name"], namespace)
-        wait_pods_gone(kube, name, namespace, opts.timeout_s)
-    applied = [kube.apply(obj, force=opts.force_conflicts) for obj, _ in actions]
-    ui.objects(applied)
-    for obj in stale:
-        if obj not in old_workloads:
-            kube.delete(obj["kind"], obj["metadata"]["name"], namespace)
-    for ref, action in result.actions:
-        ui.result(f"{ref} {action}")
-    recorded = state.history or hist.History(name, namespace)
     if not same_workspace:
-        hist.record(kube, recorded, revision=revision, workspace=ws.canonical(), previous=previous,
-                    strategy=plan.strategy, change=opts.change)
+        # Recorded as "applying" before anything changes, under a resourceVersion check: a
+        # concurrent apply gets the next number, and a crash leaves a trace in `history`.
+        try:
+            revision = hist.reserve(kube, recorded, workspace=ws.canonical(), previous=previous,
+                                    strategy=plan.strategy, change=opts.change, at_least=revision)
+        except KaitoctlError as err:
+            err.message = f"cannot record the revision: {err.message}; nothing was applied"
+            raise
+        objs = render_objects(revision)
+        result.revision = revision
 
     def finish(outcome: str, seconds: Optional[float] = None, failure: Optional[str] = None) -> None:
         if not same_workspace:
             hist.finish(kube, recorded, revision, outcome=outcome, seconds=seconds, failure=failure)
 
+    try:
+        # When the workload changes kind (the downtime gate allowed it), the old one's pods stop first,
+        # so the new pods find the GPUs free instead of being reported unschedulable next to them.
+        from kaitoctl.delete import wait_pods_gone
+
+        applied = apply_all(kube, [(obj, _live_of(obj, state)) for obj in objs], stale, opts.force_conflicts, ui,
+                            stop_first=lambda: wait_pods_gone(kube, name, namespace, opts.timeout_s))
+    except KaitoctlError as err:
+        finish("failed", failure=f"apply failed: {err.message}")
+        raise
+    ui.objects(_printable(applied))
+    for ref, action in result.actions:
+        ui.result(f"{ref} {action}")
+
     if not opts.wait:
         ui.step(f"not waiting for the rollout: `kaitoctl status {name} -n {namespace} --watch` follows it")
+        finish("applied")
         return result
-    if not template_changed and live is not None and _rolled_out(live):
-        ui.step("the pod template did not change: no rollout")
+    if not template_changed and not scaled and live is not None and _rolled_out(live):
+        ui.step("the pod template and the pod count did not change: no rollout")
         finish("no rollout")
         return result
+    if scaled:
+        ui.step(f"scaling from {live_replicas} to {new_replicas} pod(s): waiting until every pod is Ready")
     try:
         result.rollout_seconds = _watch(kube, ws, kind, namespace, opts, ui)
     except (RolloutFailed, RolloutTimeout) as err:
@@ -373,21 +502,149 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
             err.hint = (f"{err.hint + '; ' if err.hint else ''}nothing to roll back to (first revision): "
                         f"`kaitoctl delete {name} -n {namespace}` removes it")
         raise
+    except BaseException as err:
+        # The watch ended before the outcome was known (an API error such as a 403 on the pod
+        # watch, Ctrl-C): never "applied", so that `rollback` does not take it for a good revision.
+        why = err.message if isinstance(err, KaitoctlError) else \
+            "kaitoctl stopped watching (Ctrl-C)" if isinstance(err, KeyboardInterrupt) else repr(err)
+        try:
+            finish("interrupted", failure=f"the rollout watch ended early: {why}")
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+        if isinstance(err, KaitoctlError) and not same_workspace:
+            err.hint = (f"{err.hint + '; ' if err.hint else ''}revision {revision} is recorded as interrupted; "
+                        f"`kaitoctl status {name} -n {namespace} --watch` follows the rollout")
+        raise
     finish("succeeded", result.rollout_seconds)
     return result
 
 
-def _check(ws: Workspace, first: list[dict[str, Any]], state: ClusterState, namespace: str) -> PreflightReport:
+def _history_probe(history: hist.History, ws: Workspace, revision: int) -> dict[str, Any]:
+    """The history ConfigMap as the apply will write it (for the server-side dry run)."""
+    probe = hist.History(history.name, history.namespace, revisions=list(history.revisions))
+    probe.revisions.append(hist.Revision(revision=revision, time="", workspace=ws.canonical()))
+    return hist.to_configmap(probe)
+
+
+# --------------------------------------------------------------------------------------------
+# All or nothing
+
+
+_RESTORED_META = ("name", "namespace", "labels", "annotations", "ownerReferences")
+
+
+def restorable(live: dict[str, Any]) -> dict[str, Any]:
+    """A live object as an apply configuration that puts it back (server bookkeeping and status dropped)."""
+    meta = live.get("metadata") or {}
+    out = {k: copy.deepcopy(v) for k, v in live.items() if k not in ("status", "metadata")}
+    out["metadata"] = {k: copy.deepcopy(meta[k]) for k in _RESTORED_META if k in meta}
+    return out
+
+
+def _retrying(call: Any, attempts: int = 3) -> Any:
+    """``call()``, again after a short pause when the API server was busy or failing (5xx, 429, no answer)."""
+    import time
+
+    from kaitoctl.kube import is_transient, retry_after
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except ClusterError as err:
+            if attempt == attempts or not is_transient(err):
+                raise
+            time.sleep(min(retry_after(err) or 0.3 * attempt, 5.0))
+    return None  # pragma: no cover
+
+
+def apply_all(kube: Any, objs: list[tuple[dict[str, Any], Optional[dict[str, Any]]]], stale: list[dict[str, Any]],
+              force: bool, ui: ApplyUI, stop_first: Any = None) -> list[dict[str, Any]]:
+    """Apply every ``(object, live before)`` in order, then delete ``stale``; all or nothing.
+
+    With ``stop_first``, stale workloads are deleted before anything is applied and
+    ``stop_first()`` waits for their pods to go.
+
+    Any number of objects of any kind (workload, Services, ConfigMaps, Secrets) can join the
+    list. A transient API error is retried; any other failure undoes the steps already done,
+    newest first (a created object is deleted, a changed or deleted one is put back as it was)
+    and raises the error, saying what was restored.
+    """
+    done: list[tuple[str, dict[str, Any], Optional[dict[str, Any]]]] = []   # (step, object, live before)
+    applied: list[dict[str, Any]] = []
+    first = [o for o in stale if o.get("kind") in ("Deployment", "StatefulSet")] if stop_first else []
+
+    def delete(obj: dict[str, Any]) -> None:
+        _retrying(lambda: kube.delete(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")))
+        done.append(("delete", obj, obj))
+
+    try:
+        for obj in first:
+            ui.step(f"stopping {_ref(obj)} before its replacement starts")
+            delete(obj)
+        if first:
+            stop_first()
+        for obj, before in objs:
+            applied.append(_retrying(lambda: kube.apply(obj, force=force)))
+            done.append(("apply", obj, before))
+        for obj in stale:
+            if obj not in first:
+                delete(obj)
+    except (ClusterError, RolloutTimeout) as err:
+        undone, failed = _undo(kube, done)
+        what = ", ".join(undone) or "nothing had been written yet"
+        err.message = f"{err.message}; the apply stopped there and was undone ({what})"
+        if failed:
+            err.details = list(err.details) + [f"could not undo {line}" for line in failed]
+            err.hint = "some objects could not be put back: `kaitoctl status NAME` shows what is there now"
+        raise
+    return applied
+
+
+def _undo(kube: Any, done: list[tuple[str, dict[str, Any], Optional[dict[str, Any]]]]) -> tuple[list[str], list[str]]:
+    """Undo applied/deleted steps, newest first: what was undone, and what could not be."""
+    undone: list[str] = []
+    failed: list[str] = []
+    for step, obj, before in reversed(done):
+        ref = _ref(obj)
+        try:
+            if before is None:
+                _retrying(lambda: kube.delete(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")))
+                undone.append(f"{ref} removed")
+            else:
+                back = restorable(before)
+                if step == "delete":
+                    for key in ("clusterIP", "clusterIPs"):
+                        (back.get("spec") or {}).pop(key, None)
+                _retrying(lambda: kube.apply(back, force=True))
+                undone.append(f"{ref} restored")
+        except ClusterError as err:
+            failed.append(f"{ref}: {err.message}")
+    return undone, failed
+
+
+def _check(ws: Workspace, first: list[dict[str, Any]], state: ClusterState, namespace: str,
+           image: Optional[PresetImage]) -> PreflightReport:
     from kaitoctl import preflight as pf
 
     workload = workload_of(first)
-    return pf.check(ws, workload["spec"]["template"]["spec"], state.nodes, state.pods, namespace=namespace,
-                    distributed=workload["kind"] == "StatefulSet", secrets=state.secrets,
-                    pods_complete=state.pods_complete)
+    report = pf.check(ws, workload["spec"]["template"]["spec"], state.nodes, state.pods, namespace=namespace,
+                      distributed=workload["kind"] == "StatefulSet", secrets=state.secrets,
+                      pods_complete=state.pods_complete)
+    if image is not None:  # where the pods pull the preset image from, or why they could not
+        if image.registry is None:
+            report.problems.append(image.problem())
+        else:
+            report.image = image.describe()
+    return report
 
 
-def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui: ApplyUI) -> PreflightReport:
-    """The preflight alone (``kaitoctl preflight``): reads the cluster, writes nothing."""
+def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui: ApplyUI,
+                     registry: Optional[str] = None,
+                     companions: list[dict[str, Any]] = ()) -> PreflightReport:  # type: ignore[assignment]
+    """The preflight alone (``kaitoctl preflight``): reads the cluster, writes nothing.
+
+    ``companions``: the file's ConfigMaps/Secrets (a Secret the workspace names may be there
+    instead of in the cluster)."""
     from kaitoctl.plan import default_plan
     from kaitoctl.render import render_workspace
 
@@ -395,7 +652,13 @@ def preflight_report(kube: Any, ws: Workspace, namespace_flag: Optional[str], ui
     ws = with_namespace(ws, namespace)
     first = render_workspace(ws, default_plan(ws))
     state = read_cluster(kube, ws, namespace, preflight=True, ui=ui)
-    return _check(ws, first, state, namespace)
+    if ws.byo_nodes:
+        first = render_workspace(ws, _byo_plan(ws, state))
+    file_objs = _file_objects(companions, namespace)
+    _read_companions(kube, ws, namespace, file_objs, state, ui)
+    report = _check(ws, first, state, namespace, preset_image(ws, registry, state.workload))
+    report.problems.extend(_missing_references(ws, file_objs, state))
+    return report
 
 
 def rollback_target(history: hist.History, failed: int, previous: dict[str, Any],
@@ -406,9 +669,7 @@ def rollback_target(history: hist.History, failed: int, previous: dict[str, Any]
     --no-rollback), going back to it would not restore service.
     """
     failed_entry = history.get(failed)
-    for rev in reversed(history.revisions):
-        if rev.revision >= failed or rev.outcome == "failed":
-            continue
+    for rev in history.good(below=failed):
         if failed_entry is not None and rev.workspace == failed_entry.workspace:
             continue
         return rev.workspace, rev.revision
@@ -421,13 +682,36 @@ def _ref(obj: dict[str, Any]) -> str:
     return object_ref(obj)
 
 
-def _live_of(obj: dict[str, Any], state: ClusterState) -> Optional[dict[str, Any]]:
+def _listed(obj: dict[str, Any], state: ClusterState) -> Optional[dict[str, Any]]:
     name = obj["metadata"]["name"]
-    pool = state.workloads if obj.get("kind") in WORKLOAD_KINDS else state.services
+    if obj.get("kind") in ("ConfigMap", "Secret") and (obj["kind"], name) in state.companions:
+        return state.companions[(obj["kind"], name)]
+    pool = state.workloads if obj.get("kind") in WORKLOAD_KINDS else \
+        state.services if obj.get("kind") == "Service" else []
     for live in pool:
         if live.get("kind", obj.get("kind")) == obj.get("kind") and live["metadata"]["name"] == name:
             return live
     return None
+
+
+def _read_by_name(kube: Any, objs: list[dict[str, Any]], state: ClusterState, namespace: str) -> None:
+    """GET the rendered objects the label LISTs did not return (new ones, other kinds, unlabelled ones)."""
+    from kaitoctl.kube import is_forbidden
+
+    for obj in objs:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if _listed(obj, state) is not None or key in state.by_name:
+            continue
+        try:
+            state.by_name[key] = kube.get_or_none(obj["kind"], key[1], namespace)
+        except ClusterError as err:
+            if not is_forbidden(err):
+                raise
+            state.by_name[key] = None
+
+
+def _live_of(obj: dict[str, Any], state: ClusterState) -> Optional[dict[str, Any]]:
+    return _listed(obj, state) or state.by_name.get((obj["kind"], obj["metadata"]["name"]))
 
 
 def _action(live: Optional[dict[str, Any]], dry: dict[str, Any]) -> str:
@@ -454,6 +738,10 @@ def _server_dry_run(kube: Any, objs: list[dict[str, Any]], force: bool) -> list[
             errors.append((obj, err))
     if not errors:
         return results
+    missing = next((err for _, err in errors if getattr(err, "missing_namespace", None)), None)
+    if missing is not None:
+        missing.message = f"{missing.message}; nothing was applied"
+        raise missing
     if len(errors) == 1:
         err = errors[0][1]
         err.message = f"server-side dry run: {err.message}; nothing was applied"

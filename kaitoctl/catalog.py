@@ -8,6 +8,7 @@ quantity strings in the data and exposed in bytes.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -79,6 +80,43 @@ class Preset:
     model_params: dict[str, Any] = field(default_factory=dict)     # KAITO's ModelRunParams
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Today's presets (kaito-2026-facts): access to the repo, where the weights come from, and
+    # the model's shape for the KV-cache fit (0 / "" where the facts give none).
+    gated: bool = False                # gated Hugging Face repo: needs presetOptions.modelAccessSecret
+    weights_at_start: bool = False     # fetched from Hugging Face when the pod starts (no per-model image)
+    architecture: str = ""             # config.json architectures[0]
+    weights: str = ""                  # safetensors size on disk, quantity
+    context_length: int = 0            # the model's token limit
+    hidden_size: int = 0
+    num_layers: int = 0
+    num_heads: int = 0
+    num_kv_heads: int = 0
+    # (num_heads, num_kv_heads also decide the tensor-parallel split: world_size must divide both.)
+
+    def tensor_parallel_problem(self, processes: int) -> Optional[str]:
+        """Why the model cannot be split over ``processes`` (tensor parallel), or None when it can."""
+        uneven = [f"{n} {what}" for n, what in ((self.num_heads, "attention heads"),
+                                                 (self.num_kv_heads, "key/value heads")) if n and n % processes]
+        if not uneven:
+            return None
+        both = math.gcd(self.num_heads, self.num_kv_heads)
+        fits = [d for d in range(1, both + 1) if both % d == 0]
+        return (f"{self.name} has {' and '.join(uneven)}, which cannot be split evenly over {processes} processes "
+                f"(tensor parallel); the process count must divide them: {', '.join(map(str, fits))}")
+
+    @property
+    def weight_bytes(self) -> int:
+        return quantity_bytes(self.weights) if self.weights else 0
+
+    def kv_cache_bytes(self, tokens: int, dtype_bytes: int = 2) -> int:
+        """KV cache of ``tokens`` tokens (one sequence): 2 (K and V) × layers × kv heads × head dim × dtype.
+
+        0 when the catalog has no shape for this preset.
+        """
+        if not (self.hidden_size and self.num_layers and self.num_heads and self.num_kv_heads):
+            return 0
+        head_dim = self.hidden_size // self.num_heads
+        return 2 * self.num_layers * self.num_kv_heads * head_dim * dtype_bytes * tokens
 
     @property
     def total_gpu_memory_bytes(self) -> int:
@@ -118,6 +156,29 @@ class Sku:
     @property
     def gpu_memory_per_gpu_bytes(self) -> int:
         return self.gpu_memory_total_bytes // self.gpu_count if self.gpu_count else 0
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Whether kaitoctl's server serves a model architecture, and on which GPUs."""
+
+    name: str
+    served: bool
+    min_compute_capability: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    """A GPU model's CUDA compute capability ("8.0")."""
+
+    name: str
+    compute_capability: str
+
+
+def compute_capability(text: str) -> tuple[int, ...]:
+    """ "8.9" → (8, 9), for comparisons."""
+    return tuple(int(part) for part in str(text).split(".") if part.isdigit())
 
 
 def _read(name: str) -> str:
@@ -224,6 +285,32 @@ def presets() -> Mapping[str, Preset]:
 def skus() -> Mapping[str, Sku]:
     """All SKUs by name, in catalog order."""
     return _Catalog("skus.yaml", "skus", Sku)
+
+
+@functools.lru_cache(maxsize=None)
+def architectures() -> Mapping[str, Architecture]:
+    """Model architectures kaitoctl's server knows, by name."""
+    return _Catalog("architectures.yaml", "architectures", Architecture)
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_models() -> Mapping[str, GpuModel]:
+    """GPU models by name (as skus.yaml and GPU Feature Discovery's gpu.product write them)."""
+    return _Catalog("gpus.yaml", "gpus", GpuModel)
+
+
+def get_gpu_model(product: str) -> Optional[GpuModel]:
+    """The GPU model for a name such as "NVIDIA A100-80GB" or GFD's "NVIDIA-A100-SXM4-80GB" (best effort)."""
+    found = gpu_models().get(product)
+    if found is not None:
+        return found
+    words = product.replace("-", " ").replace("_", " ").upper().split()
+    best: Optional[GpuModel] = None
+    for model in gpu_models().values():
+        name = model.name.replace("-", " ").upper().split()
+        if all(word in words for word in name) and (best is None or len(model.name) > len(best.name)):
+            best = model
+    return best
 
 
 def get_preset(name: str) -> Optional[Preset]:

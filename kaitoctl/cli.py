@@ -138,12 +138,41 @@ def _root(
 def _print_error(err: KaitoctlError) -> None:
     from kaitoctl.output import stderr_console
 
+    from kaitoctl.errors import Interrupted
+
     console = stderr_console()
-    console.print(f"kaitoctl: error: {err.message}", markup=False)
+    console.print(f"kaitoctl: {'' if isinstance(err, Interrupted) else 'error: '}{err.message}", markup=False)
     for line in err.details:
         console.print(f"  {line}", markup=False)
     if err.hint:
         console.print(f"hint: {err.hint}", markup=False)
+
+
+def _print_usage_error(exc: Any) -> None:
+    """A bad flag or argument in kaitoctl's own style: ``kaitoctl: error: ...`` and where the options are."""
+    message = exc.format_message()
+    # Typer validates choices with pydantic, whose message starts "Value error, ": not a user's word.
+    message = message.replace("Value error, ", "").replace("Input should be ", "must be ").rstrip(".")
+    message = message[:1].lower() + message[1:]
+    print(f"kaitoctl: error: {message}", file=sys.stderr)
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        what = "commands" if message.startswith("no such command") else "options and their values"
+        print(f"hint: `{ctx.command_path} -h` lists the {what}", file=sys.stderr)
+
+
+def _usage_error_types() -> tuple[type[Exception], ...]:
+    """The exception types Typer/click raise for bad flags and arguments, whichever Typer is installed."""
+    types: list[type[Exception]] = []
+    if hasattr(typer, "TyperException"):
+        types.append(typer.TyperException)
+    try:
+        import click
+    except ImportError:  # Typer >= 0.29 no longer needs click
+        pass
+    else:
+        types.append(click.ClickException)
+    return tuple(types)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -165,13 +194,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.TyperException as exc:
-        # Typer >= 0.29 vendors click: usage errors are typer.TyperException, not click.ClickException.
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        else:
-            print(f"kaitoctl: error: {exc.format_message()}", file=sys.stderr)
+    except _usage_error_types() as exc:
+        # Typer >= 0.29 vendors click: usage errors are typer.TyperException; older Typer raises
+        # click.ClickException (the floor in setup.cfg, tested by `make test-floors`).
+        _print_usage_error(exc)
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         # `kaitoctl render ... | head`: not an error worth a traceback.
@@ -187,4 +213,6 @@ def main(argv: Optional[list[str]] = None) -> None:
               file=sys.stderr)
         print("  " + traceback.format_exc().strip().splitlines()[-1], file=sys.stderr)
         sys.exit(1)
+    if rv == 130:  # Typer turns a Ctrl-C that nothing caught into exit code 130, silently
+        print("kaitoctl: interrupted", file=sys.stderr)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -34,15 +34,25 @@ def find_objects(kube: Any, name: str, namespace: str) -> list[dict[str, Any]]:
 
 
 def delete_workspace(kube: Any, name: str, namespace: str, *, wait: bool = False, timeout_s: float = 300.0,
-                     report: Callable[[str], None] = lambda line: None) -> list[str]:
-    """Delete the workspace's objects; with ``wait``, until its pods are gone. Returns the deleted refs."""
+                     report: Callable[[str], None] = lambda line: None,
+                     ignore_not_found: bool = False) -> list[str]:
+    """Delete the workspace's objects; with ``wait``, until its pods are gone. Returns the deleted refs.
+
+    A workspace with no objects is NotFound (exit 4), or, with ``ignore_not_found`` (kubectl's
+    ``--ignore-not-found``), nothing to do.
+    """
     from kaitoctl.kube import object_ref
 
     objects = find_objects(kube, name, namespace)
     if not objects:
-        raise NotFound(
+        if ignore_not_found:
+            return []
+        from kaitoctl.kube import namespace_missing
+
+        raise namespace_missing(kube, namespace) or NotFound(
             f"workspace {name!r} not found in namespace {namespace!r}: no objects labelled {selector(name)}",
-            hint=f"`kaitoctl status -n {namespace}` lists the workspaces there",
+            hint=f"`kaitoctl status -n {namespace}` lists the workspaces there; --ignore-not-found makes a "
+                 "missing workspace a success (exit 0)",
         )
     deleted = []
     for obj in objects:

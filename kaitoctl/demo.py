@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from kaitoctl.errors import ServeError, UsageError
-from kaitoctl.local import LocalOptions
+from kaitoctl.errors import Interrupted, ServeError, UsageError
+from kaitoctl.local import LocalOptions, require_server_extra, server_import_error
 
 FORMAT = "kaitoctl demo files, format 1"
 PRESET = "phi-3-mini-4k-instruct"
@@ -150,14 +150,17 @@ def ensure_demo_files(root: Path, progress: Callable[[str], None]) -> tuple[Demo
     try:
         from kaitoctl_server.tiny import make_lora_adapter, make_tiny_model
     except ImportError as err:
-        raise ServeError(f"the inference server is not installed ({err})",
-                         hint="install it with: pip install 'kaitoctl[server]'") from None
+        raise server_import_error(err) from None
     root.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # library deprecation notices are noise for a newcomer
-        warnings.simplefilter("ignore")
-        make_tiny_model(files.model, "llama", hidden_size=64, num_layers=2, seed=0)
-        make_lora_adapter(files.model, files.adapter, r=8, alpha=16,
-                          targets=("q_proj", "k_proj", "v_proj", "o_proj"), seed=1)
+    try:
+        with warnings.catch_warnings():  # library deprecation notices are noise for a newcomer
+            warnings.simplefilter("ignore")
+            make_tiny_model(files.model, "llama", hidden_size=64, num_layers=2, seed=0)
+            make_lora_adapter(files.model, files.adapter, r=8, alpha=16,
+                              targets=("q_proj", "k_proj", "v_proj", "o_proj"), seed=1)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while creating the demo files in {root}: they are incomplete, and the "
+                          "next `kaitoctl demo` makes them again") from None
     (files.adapter / "README.md").unlink(missing_ok=True)  # peft's model-card stub, not part of an adapter
     files.workspace.write_text(WORKSPACE_YAML, encoding="utf-8")
     files.readme.write_text(README_TXT, encoding="utf-8")
@@ -234,6 +237,7 @@ def run_demo(directory: Path, options: LocalOptions, *, keep_serving: bool = Fal
     def progress(message: str) -> None:
         err.print(f"kaitoctl: {message}", markup=False)
 
+    require_server_extra("demo")  # before the banner: a CLI-only install gets one error with the fix
     say(BANNER)
     files, created = ensure_demo_files(directory, progress)
     if not created:

@@ -92,6 +92,12 @@ class RolloutTimeout(KaitoctlError):
     exit_code = 7
 
 
+class Interrupted(KaitoctlError):
+    """Ctrl-C, with what it interrupted; printed as ``kaitoctl: <message>``, not as an error."""
+
+    exit_code = 130
+
+
 class ServeError(KaitoctlError):
     """``kaitoctl serve``: a model or adapter could not be loaded or served."""
 

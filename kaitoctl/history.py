@@ -12,8 +12,9 @@ re-apply a whole earlier Workspace (adapters, strengths, Service and all), which
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 ANNOTATION_WORKSPACE = "kaitoctl.io/workspace"
 ANNOTATION_REVISION = "kaitoctl.io/revision"
@@ -27,6 +28,10 @@ MANAGED_BY = "kaitoctl"
 HISTORY_SUFFIX = "-kaitoctl-history"
 HISTORY_KEY = "revisions.json"
 HISTORY_LIMIT = 10
+# Outcomes of revisions that never served: `rollback` and the automatic rollback skip them.
+NOT_ROLLBACK_TARGETS = ("failed", "interrupted", "applying")
+# Writing the history ConfigMap: attempts when another writer got there first (409) or the server failed.
+WRITE_ATTEMPTS = 5
 
 
 def canonical_json(data: Any) -> str:
@@ -147,7 +152,9 @@ class Revision:
     changes: list[str] = field(default_factory=list)
     change: str = "apply"                       # what made it: apply, adapters update, rollback to N, ...
     strategy: Optional[str] = None
-    outcome: str = "applied"                    # applied (not watched), succeeded, failed, no rollout
+    # applying (being written), applied (not watched), succeeded, failed, interrupted (the watch ended
+    # before the outcome was known: Ctrl-C, an API error), no rollout
+    outcome: str = "applied"
     rollout_seconds: Optional[float] = None
     failure: Optional[str] = None               # why it failed, when it did
 
@@ -180,6 +187,7 @@ class History:
     namespace: str
     revisions: list[Revision] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    resource_version: Optional[str] = None      # of the ConfigMap it was read from (None: there was none)
 
     @property
     def latest(self) -> int:
@@ -187,6 +195,11 @@ class History:
 
     def get(self, revision: int) -> Optional[Revision]:
         return next((r for r in self.revisions if r.revision == revision), None)
+
+    def good(self, below: Optional[int] = None) -> list[Revision]:
+        """Revisions a rollback may return to (newest first): none that failed, was interrupted or never finished."""
+        return [r for r in reversed(self.revisions)
+                if r.outcome not in NOT_ROLLBACK_TARGETS and (below is None or r.revision < below)]
 
     def last_rollout_seconds(self) -> Optional[float]:
         """How long the most recent successful rollout took (the expected outage of a Recreate)."""
@@ -210,7 +223,8 @@ def workspace_labels(name: str) -> dict[str, str]:
 
 def parse(configmap: Optional[dict[str, Any]], name: str, namespace: str) -> History:
     """The History held by a ConfigMap (empty when there is none or it cannot be read)."""
-    out = History(name=name, namespace=namespace)
+    out = History(name=name, namespace=namespace,
+                  resource_version=((configmap or {}).get("metadata") or {}).get("resourceVersion") or None)
     text = ((configmap or {}).get("data") or {}).get(HISTORY_KEY)
     if not text:
         return out
@@ -248,24 +262,82 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def write(kube: Any, history: History, change: Callable[[History], None]) -> History:
+    """Apply ``change`` to ``history`` and store it, never losing another writer's entries.
+
+    The write carries the resourceVersion the history was read at (a create when there was
+    no ConfigMap), so the API server refuses it if someone else wrote in between (409); then
+    the history is read again and ``change`` applied to the fresh copy. Server errors and
+    throttling are retried too. ``history`` is updated in place and returned.
+    """
+    from kaitoctl.errors import Conflict
+    from kaitoctl.kube import is_transient, retry_after
+
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        change(history)
+        history.revisions = sorted(history.revisions, key=lambda r: r.revision)[-HISTORY_LIMIT:]
+        body = to_configmap(history)
+        try:
+            if history.resource_version is None:
+                stored = kube.create(body)
+            else:
+                body["metadata"]["resourceVersion"] = history.resource_version
+                stored = kube.apply(body, force=True)
+        except Exception as err:  # noqa: BLE001 - only a lost race (409) and transient API errors are retried
+            if attempt == WRITE_ATTEMPTS or not (isinstance(err, Conflict) or is_transient(err)):
+                raise
+            if not isinstance(err, Conflict):
+                time.sleep(min(retry_after(err) or 0.2 * attempt, 5.0))
+            fresh = read(kube, history.name, history.namespace)
+            history.revisions, history.resource_version = fresh.revisions, fresh.resource_version
+            continue
+        history.resource_version = ((stored or {}).get("metadata") or {}).get("resourceVersion") or None
+        return history
+    return history  # pragma: no cover - the loop returns or raises
+
+
+def reserve(kube: Any, history: History, *, workspace: dict[str, Any], previous: Optional[dict[str, Any]],
+            strategy: Optional[str], change: str, at_least: int) -> int:
+    """Record a new revision as ``applying`` before anything is applied; its number (>= ``at_least``).
+
+    The number is taken under the resourceVersion check of :func:`write`: two concurrent
+    applies get different numbers and both entries stay.
+    """
+    chosen: list[int] = []
+
+    def add(h: History) -> None:
+        number = max(at_least, h.latest + 1)
+        chosen[:] = [number]
+        h.revisions.append(Revision(revision=number, time=_now(), workspace=workspace,
+                                    changes=summarize_changes(previous, workspace), change=change,
+                                    strategy=strategy, outcome="applying"))
+
+    write(kube, history, add)
+    return chosen[0]
+
+
 def record(kube: Any, history: History, *, revision: int, workspace: dict[str, Any],
-           previous: Optional[dict[str, Any]], strategy: Optional[str], change: str) -> History:
-    """Append a revision to ``history`` and write the ConfigMap; returns ``history`` for :func:`finish`."""
-    entry = Revision(revision=revision, time=_now(), workspace=workspace,
-                     changes=summarize_changes(previous, workspace), change=change, strategy=strategy)
-    history.revisions = [r for r in history.revisions if r.revision != revision] + [entry]
-    history.revisions = history.revisions[-HISTORY_LIMIT:]
-    kube.apply(to_configmap(history), force=True)
-    return history
+           previous: Optional[dict[str, Any]], strategy: Optional[str], change: str,
+           outcome: str = "applied") -> History:
+    """Record ``revision`` (replacing an entry of that number) and write the ConfigMap."""
+    def add(h: History) -> None:
+        entry = Revision(revision=revision, time=_now(), workspace=workspace,
+                         changes=summarize_changes(previous, workspace), change=change, strategy=strategy,
+                         outcome=outcome)
+        h.revisions = [r for r in h.revisions if r.revision != revision] + [entry]
+
+    return write(kube, history, add)
 
 
 def finish(kube: Any, history: History, revision: int, *, outcome: str, seconds: Optional[float] = None,
            failure: Optional[str] = None) -> None:
     """Record how the rollout of ``revision`` ended (how long it took, or why it failed)."""
-    entry = history.get(revision)
-    if entry is None:
-        return
-    entry.outcome = outcome
-    entry.failure = failure
-    entry.rollout_seconds = round(seconds, 1) if seconds is not None else None
-    kube.apply(to_configmap(history), force=True)
+    def set_outcome(h: History) -> None:
+        entry = h.get(revision)
+        if entry is not None:
+            entry.outcome = outcome
+            entry.failure = failure
+            entry.rollout_seconds = round(seconds, 1) if seconds is not None else None
+
+    if history.get(revision) is not None:
+        write(kube, history, set_outcome)

@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 from urllib.parse import quote
 
 from kaitoctl.errors import ClusterError, Conflict, NotFound
@@ -54,6 +54,9 @@ REQUEST_TIMEOUT = (10.0, 60.0)
 WATCH_SECONDS = 240
 # Resuming after a dropped stream: attempts before the error is given to the caller.
 WATCH_RETRIES = 5
+# Backoff between reopened watches: the cap of the exponential delay, and of a server's Retry-After.
+BACKOFF_CAP = 5.0
+MAX_RETRY_AFTER = 30.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class ResourceKind:
 KINDS: dict[str, ResourceKind] = {
     k.kind: k
     for k in (
+        ResourceKind("Namespace", "namespaces", "", "v1", False),
         ResourceKind("Node", "nodes", "", "v1", False),
         ResourceKind("Pod", "pods", "", "v1", True),
         ResourceKind("Event", "events", "", "v1", True),
@@ -158,6 +162,7 @@ def _kubeconfig_paths(explicit: Optional[Path]) -> tuple[str, bool]:
 def connect(kubeconfig: Optional[Path] = None, context: Optional[str] = None,
             namespace: Optional[str] = None) -> "Kube":
     """A :class:`Kube` for the cluster the flags name, resolved as kubectl resolves it."""
+    import yaml
     paths, exists = _kubeconfig_paths(kubeconfig)
     in_cluster = (not exists and kubeconfig is None and context is None
                   and bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
@@ -211,6 +216,13 @@ def connect(kubeconfig: Optional[Path] = None, context: Optional[str] = None,
         active = loader.current_context
     except ClusterError:
         raise
+    except yaml.YAMLError as exc:  # the parser's whole message: what it expected, with file, line and column
+        raise ClusterError(
+            f"cannot use the kubeconfig {paths}: it is not valid YAML",
+            details=[line for line in str(exc).splitlines() if line.strip()],
+            hint="fix the file at the line and column above (`kubectl config view` shows how kubectl reads it), "
+                 "or pass another --kubeconfig",
+        ) from exc
     except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
         raise ClusterError(
             f"cannot use the kubeconfig {paths}: {exc}",
@@ -431,6 +443,24 @@ def http_status(err: BaseException) -> int:
     return int(getattr(err, "http_status", 0) or 0)
 
 
+def retry_after(err: BaseException) -> Optional[float]:
+    """Seconds the server asked to wait before retrying (its ``Retry-After`` header), if it said."""
+    return getattr(err, "retry_after", None)
+
+
+def _retry_after(value: Any) -> Optional[float]:
+    try:
+        return max(0.0, float(value)) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def is_transient(err: BaseException) -> bool:
+    """A failure worth retrying: throttled (429), a server or webhook error (5xx), or no answer at all."""
+    status = http_status(err)
+    return status == 429 or status >= 500 or (status == 0 and isinstance(err, ClusterError))
+
+
 def is_forbidden(err: BaseException) -> bool:
     return http_status(err) in (401, 403)
 
@@ -443,8 +473,35 @@ def api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: O
     return err
 
 
+def not_an_api_server(server: str, what: str, status: int, raw_body: Any) -> ClusterError:
+    """What answered is not a Kubernetes API server: kaitoctl's resources all answer JSON there."""
+    if isinstance(raw_body, bytes):
+        raw_body = raw_body.decode("utf-8", errors="replace")
+    said = " ".join(str(raw_body or "").split())[:200] or "(an empty body)"
+    return ClusterError(
+        f"the server at {server} is not a Kubernetes API server: asked to {what}, it answered HTTP {status} "
+        "with something other than Kubernetes' JSON",
+        details=[f"server said: {said}"],
+        hint="check `clusters[].cluster.server` of the kubeconfig's current context (or pick another with "
+             "--context / --kubeconfig); `kubectl version` shows what answers there",
+    )
+
+
+def _is_kubernetes_status(raw_body: Any) -> bool:
+    """Whether ``raw_body`` is a JSON ``Status`` object, as every error of the API server is for these resources."""
+    try:
+        data = json.loads(raw_body) if raw_body else None
+    except (TypeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == "Status"
+
+
 def _api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: Optional[str],
                namespace: Optional[str], server: str, reason: str) -> ClusterError:
+    if status == 404 and not _is_kubernetes_status(raw_body):
+        # The API server answers a missing object with a NotFound Status; a bare 404 (an HTML page,
+        # "404 page not found") means the path is not served: not a Kubernetes API, or a wrong URL prefix.
+        return not_an_api_server(server, f"{verb} {spec.resource}{_where(name, namespace)}", status, raw_body)
     body = _status_body(raw_body)
     server_msg = body.get("message") or reason or "no message"
     what = f"{verb} {spec.resource}{_where(name, namespace)}"
@@ -457,15 +514,16 @@ def _api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: 
                  "or pick another --context",
         )
     if status == 403:
-        scope = "ClusterRole" if not spec.namespaced else "Role (or ClusterRole)"
-        return ClusterError(
-            f"forbidden: you may not {what}",
-            details=details + [f"RBAC rule that would allow it ({scope}): {spec.rbac_rule(verb)}"],
-            hint="ask a cluster admin to grant it; docs/cluster.md has the Role kaitoctl needs",
-        )
+        return _forbidden(body, server_msg, what, verb, spec, namespace, details)
     if status == 404:
+        missing = body.get("details") or {}
+        if missing.get("kind") == "namespaces" and namespace and missing.get("name", namespace) == namespace:
+            return missing_namespace(namespace, details)
         return NotFound(f"{spec.display}{'/' + name if name else ''} not found"
                         f"{' in namespace ' + repr(namespace) if namespace else ''}", details=details)
+    if status == 429:
+        return ClusterError(f"the API server at {server} is throttling requests: cannot {what} (429)",
+                            details=details, hint="the cluster is busy (API priority and fairness); retry shortly")
     if status == 409:
         causes = (body.get("details") or {}).get("causes") or []
         owned = [c for c in causes if (c.get("reason") or c.get("type")) == "FieldManagerConflict"]
@@ -495,6 +553,54 @@ def _api_error(status: int, raw_body: Any, verb: str, spec: ResourceKind, name: 
         return ClusterError(f"the API server at {server} failed to {what} (HTTP {status})", details=details,
                             hint="the server or an admission webhook is failing; retry, or ask the cluster admin")
     return ClusterError(f"cannot {what}: HTTP {status or '?'}", details=details)
+
+
+def _forbidden(body: dict[str, Any], server_msg: str, what: str, verb: str, spec: ResourceKind,
+               namespace: Optional[str], details: list[str]) -> ClusterError:
+    """A 403: RBAC only when the server says so; terminating namespaces, quotas and webhooks answer 403 too."""
+    causes = [c.get("reason") or c.get("type") for c in (body.get("details") or {}).get("causes") or []]
+    lower = server_msg.lower()
+    if "namespacetermination" in " ".join(map(str, causes)).lower() or "being terminated" in lower:
+        return ClusterError(f"namespace {namespace!r} is being deleted: cannot {what}", details=details,
+                            hint="wait until it is gone and create it again, or use another namespace")
+    if "exceeded quota" in lower or "resourcequota" in lower:
+        return ClusterError(f"a ResourceQuota refused it: cannot {what}", details=details,
+                            hint="`kubectl describe resourcequota -n NAMESPACE` shows the limits; free capacity "
+                                 "or ask for a larger quota")
+    if "admission webhook" in lower or "denied the request" in lower:
+        return ClusterError(f"an admission webhook refused it: cannot {what}", details=details,
+                            hint="the webhook's message above says which policy; change the workspace to meet it "
+                                 "or ask its owner")
+    if " cannot " not in lower and any(word in lower for word in ("validatingadmissionpolicy", "denied request",
+                                                                   "violates", "limitrange", "maximum", "minimum")):
+        return ClusterError(f"an admission policy refused it: cannot {what}", details=details,
+                            hint="the policy's message above says what it requires; change the workspace to meet it "
+                                 "or ask the cluster admin")
+    scope = "ClusterRole" if not spec.namespaced else "Role (or ClusterRole)"
+    return ClusterError(
+        f"forbidden: you may not {what}",
+        details=details + [f"RBAC rule that would allow it ({scope}): {spec.rbac_rule(verb)}"],
+        hint="ask a cluster admin to grant it; docs/cluster.md has the Role kaitoctl needs",
+    )
+
+
+def missing_namespace(namespace: str, details: Sequence[str] = ()) -> NotFound:
+    """The error for a namespace that does not exist (``missing_namespace`` set on it)."""
+    err = NotFound(f"namespace {namespace!r} not found", details=details,
+                   hint=f"create it (`kubectl create namespace {namespace}`), or pick another with -n")
+    err.missing_namespace = namespace  # type: ignore[attr-defined]
+    return err
+
+
+def namespace_missing(kube: "Kube", namespace: str) -> Optional[NotFound]:
+    """The missing-namespace error when ``namespace`` does not exist; None when it does or cannot be told."""
+    try:
+        kube.get("Namespace", namespace)
+    except NotFound:
+        return missing_namespace(namespace)
+    except ClusterError:
+        return None   # e.g. no RBAC to get namespaces: say nothing more
+    return None
 
 
 def transport_error(exc: BaseException, server: str) -> ClusterError:
@@ -595,8 +701,10 @@ class Kube:
         try:
             resp = self._transport.request(method, path, query, headers, body, timeout, stream)
             if not 200 <= resp.status <= 299:
-                raise api_error(resp.status, resp.read() if stream else resp.data, verb, spec, name, namespace,
+                err = api_error(resp.status, resp.read() if stream else resp.data, verb, spec, name, namespace,
                                 self.server, reason=resp.reason or "")
+                err.retry_after = _retry_after(resp.headers.get("Retry-After"))  # type: ignore[attr-defined]
+                raise err
             if stream:
                 return resp
             data = resp.data
@@ -606,7 +714,11 @@ class Kube:
             return {}
         if verb == "log":
             return data
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise not_an_api_server(self.server, f"{verb} {spec.resource}{_where(name, namespace)}", resp.status,
+                                    data) from None
 
     def _ns(self, namespace: Optional[str]) -> str:
         return namespace or self.namespace
@@ -678,6 +790,15 @@ class Kube:
             query.append(("force", "true"))
         out = self._send("PATCH", spec.path(ns, name), query, verb="patch", spec=spec, name=name, namespace=ns,
                          body=obj, content_type="application/apply-patch+yaml")
+        return self._typed(out, spec)
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create ``obj`` (POST, field manager ``kaitoctl``); :class:`Conflict` when it already exists."""
+        spec = kind_of(obj["kind"])
+        name = obj["metadata"]["name"]
+        ns = self._ns(obj["metadata"].get("namespace")) if spec.namespaced else None
+        out = self._send("POST", spec.path(ns), [("fieldManager", FIELD_MANAGER)], verb="create", spec=spec,
+                         name=name, namespace=ns, body=obj, content_type="application/json")
         return self._typed(out, spec)
 
     def delete(self, kind: str, name: str, namespace: Optional[str] = None, *,
@@ -767,6 +888,14 @@ def _lines(resp: Any) -> Iterator[bytes]:
         yield buffer
 
 
+def reopen_delay(failures: int, err: Optional[BaseException] = None) -> float:
+    """Seconds before reopening a watch: the server's Retry-After when it sent one, else exponential (capped)."""
+    asked = retry_after(err) if err is not None else None
+    if asked is not None:
+        return min(asked, MAX_RETRY_AFTER)
+    return min(0.1 * 2 ** failures, BACKOFF_CAP)
+
+
 class Informer:
     """List then watch one kind, resuming through drops and relisting on 410.
 
@@ -805,16 +934,44 @@ class Informer:
                                    field_selector=self.field_selector)
         return WatchEvent("SYNC", self.spec.kind, items=items), rv
 
+    def _backoff(self, failures: int, err: Optional[BaseException] = None) -> None:
+        self._sleep(reopen_delay(failures, err))
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up at once when :meth:`stop` is called."""
+        deadline = time.monotonic() + seconds
+        while not self.stopped and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _relist_retrying(self) -> tuple[WatchEvent, str]:
+        failures = 0
+        while True:
+            try:
+                return self._relist()
+            except ClusterError as err:
+                failures += 1
+                if self.stopped or not is_transient(err) or failures > WATCH_RETRIES:
+                    raise
+                self._backoff(failures, err)
+
     def events(self) -> Iterator[WatchEvent]:
-        """SYNC first, then changes, until :meth:`stop` (or an error that retries cannot fix)."""
-        sync, rv = self._relist()
+        """SYNC first, then changes, until :meth:`stop` (or an error that retries cannot fix).
+
+        A stream the server closes is reopened from the last resourceVersion; one that closes
+        again without delivering anything backs off (0.1 s doubling up to 5 s), so a server or
+        proxy that keeps cutting streams is not hammered. A 429 waits the Retry-After it sent.
+        """
+        sync, rv = self._relist_retrying()
         yield sync
         failures = 0
+        empty_closes = 0
         while not self.stopped:
+            delivered = 0
             try:
                 for etype, obj in self.kube._watch_stream(self.spec, self.namespace, self.label_selector,
                                                           self.field_selector, rv, self):
                     failures = 0
+                    delivered += 1
                     new_rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if new_rv:
                         rv = new_rv
@@ -822,18 +979,23 @@ class Informer:
                         obj.setdefault("kind", self.spec.kind)
                         obj.setdefault("apiVersion", self.spec.api_version)
                         yield WatchEvent(etype, self.spec.kind, obj=obj)
-                # The server ended the stream (its timeout, a restart): the loop resumes from rv.
+                # The server ended the stream (its timeout, a restart, a proxy): resume from rv.
+                if self.stopped:
+                    return
+                empty_closes = 0 if delivered else empty_closes + 1
+                if empty_closes:
+                    self._backoff(empty_closes)
             except WatchExpired:
                 if self.stopped:
                     return
-                sync, rv = self._relist()
+                sync, rv = self._relist_retrying()
                 yield sync
             except ClusterError as err:
                 if self.stopped:
                     return
-                if http_status(err) in (400, 401, 403, 404, 422):
+                if not is_transient(err):
                     raise
                 failures += 1
                 if failures > WATCH_RETRIES:
                     raise
-                time.sleep(min(0.1 * 2 ** failures, 2.0))
+                self._backoff(failures, err)

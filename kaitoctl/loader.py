@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Optional, Union
 
-from kaitoctl.workspace import API_VERSION, KIND, Workspace
+from kaitoctl.workspace import API_VERSION, API_VERSIONS, KIND, Workspace
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -151,6 +151,9 @@ class LoadedDocument:
     start: Optional[tuple[int, int]] = None
     draft: Optional[Workspace] = None
     dropped: frozenset[Path] = frozenset()
+    # A ConfigMap or Secret next to the Workspaces (kubectl's multi-document files): the object
+    # as written, once its own checks passed (kaitoctl.companions).
+    companion: Optional[dict[str, Any]] = None
 
     def locate(self, path: Path, *, key: bool = False) -> tuple[Optional[int], Optional[int]]:
         """The position of ``path``, else of its nearest ancestor that was written, else the document start."""
@@ -628,35 +631,43 @@ def _without_rejected(data: dict[str, Any], errors: list[Any], dropped: set[Path
     return data if removed else None
 
 
+_VERSIONS_TEXT = " or ".join(API_VERSIONS)
+
+
 def _check_identity(doc: LoadedDocument, data: dict[str, Any]) -> bool:
     """apiVersion, kind and the `spec:` mistake. False when the rest would only be noise."""
+    from kaitoctl import companions
+
     proceed = True
     kind = data.get("kind")
     if "kind" not in data:
         doc.findings.append(doc.finding("error", ("kind",), f"kind is missing: add kind: {KIND}"))
+    elif kind in companions.KINDS:
+        companions.check(doc, data)
+        return False
     elif kind != KIND:
         doc.findings.append(doc.finding(
             "error", ("kind",),
             f"expected kind: {KIND}, found {show_value(kind)}: kaitoctl reads only KAITO Workspace objects "
-            f"({API_VERSION}); remove other objects from this file"))
+            f"({_VERSIONS_TEXT}) and the ConfigMaps and Secrets next to them; remove other objects from this file"))
         return False
     version = data.get("apiVersion")
     if "apiVersion" not in data:
         doc.findings.append(doc.finding("error", ("apiVersion",),
-                                        f"apiVersion is missing: add apiVersion: {API_VERSION}"))
-    elif version != API_VERSION:
+                                        f"apiVersion is missing: add apiVersion: {API_VERSIONS[-1]}"))
+    elif version not in API_VERSIONS:
         if isinstance(version, str) and version.startswith("kaito.sh/"):
-            message = (f"apiVersion {show_value(version)} is not supported: kaitoctl reads {API_VERSION} Workspaces; "
-                       f"set apiVersion: {API_VERSION}")
+            message = (f"apiVersion {show_value(version)} is not supported: kaitoctl reads {_VERSIONS_TEXT} "
+                       f"Workspaces; set apiVersion: {API_VERSIONS[-1]}")
         else:
-            message = f"expected apiVersion: {API_VERSION}, found {show_value(version)}"
+            message = f"expected apiVersion: {_VERSIONS_TEXT}, found {show_value(version)}"
         doc.findings.append(doc.finding("error", ("apiVersion",), message))
         proceed = False
     if "spec" in data:
         doc.findings.append(doc.finding(
             "error", ("spec",),
-            "a Workspace has no spec: key: in KAITO's kaito.sh/v1alpha1 API, resource and inference sit at the top "
-            "level, next to metadata; move them out of spec: and remove it", key=True))
+            "a Workspace has no spec: key: in KAITO's kaito.sh/v1alpha1 and v1beta1 APIs, resource and inference sit "
+            "at the top level, next to metadata; move them out of spec: and remove it", key=True))
         proceed = False
     return proceed
 

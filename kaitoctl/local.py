@@ -25,11 +25,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from kaitoctl.errors import ServeError, UsageError
+from kaitoctl.errors import Interrupted, ServeError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from kaitoctl.catalog import Preset
     from kaitoctl.workspace import Workspace
+
+# What `kaitoctl serve` and `kaitoctl demo` import, by import name: the `server` extra (setup.cfg).
+SERVER_MODULES = ("torch", "transformers", "peft", "safetensors", "flask")
+SERVER_EXTRA_HINT = ("install the server extra: `pip install torch==2.13.0` (or the build your machine needs), then "
+                     "`pip install '.[server]'` in the kaitoctl checkout; or run `make demo`, which installs "
+                     "everything into .venv")
+
+
+def require_server_extra(command: str) -> None:
+    """ServeError (exit 8) naming the fix when the CLI-only install lacks the server's packages.
+
+    Checked before anything is created or loaded, without importing them (find_spec only).
+    """
+    import importlib.util
+
+    missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ServeError(f"kaitoctl {command} runs the bundled inference server, whose packages are not installed "
+                         f"here: {', '.join(missing)} (the CLI-only `pip install .` leaves them out)",
+                         hint=SERVER_EXTRA_HINT)
+
+
+def run_until_stopped(server: Any, config: Any, on_ready: Callable[[Any, str], None],
+                      stop_event: Optional[threading.Event] = None, *, nproc: int = 1) -> None:
+    """``kaitoctl_server.local.run``; a Ctrl-C before the model is served says what it interrupted (exit 130)."""
+    ready = threading.Event()
+
+    def mark_ready(served: Any, url: str) -> None:
+        ready.set()
+        on_ready(served, url)
+
+    try:
+        server.run(config, on_ready=mark_ready, stop_event=stop_event, nproc=nproc)
+    except KeyboardInterrupt:
+        if ready.is_set():
+            raise
+        raise Interrupted(f"interrupted while loading the model from {config.model_dir} (load, adapter merge, move "
+                          "to the device): nothing was served") from None
+
+
+def server_import_error(err: ImportError) -> ServeError:
+    """The ServeError for an import of the server's packages that failed anyway."""
+    return ServeError(f"the inference server cannot be imported: {err}", hint=SERVER_EXTRA_HINT)
+
 
 # "org/name": how the Hugging Face Hub spells a model id.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -272,6 +316,7 @@ class LocalOptions:
     api_key: Optional[str] = None
     max_tokens: int = 4096
     allow_pickled_adapters: bool = False
+    nproc: int = 1  # > 1: the model split over this many processes (tensor parallel), as distributed pods run it
 
     @property
     def bind(self) -> str:
@@ -385,8 +430,11 @@ def serve_plan(plan: LocalPlan, options: LocalOptions, *,
         from kaitoctl_server import local
         from kaitoctl_server.errors import StartupError
     except ImportError as err:
-        raise ServeError(f"the inference server is not installed ({err})",
-                         hint="install it with: pip install 'kaitoctl[server]'") from None
+        raise server_import_error(err) from None
+    if options.nproc > 1:
+        problem = plan.preset.tensor_parallel_problem(options.nproc)
+        if problem:
+            raise UsageError(f"--nproc {options.nproc}: {problem}")
     try:
         on_gpu = local.serving_device(options.device) == "cuda"
     except StartupError as err:
@@ -404,7 +452,8 @@ def serve_plan(plan: LocalPlan, options: LocalOptions, *,
     url = base_url(options.host, options.port)
     try:
         config = server_config(plan, options, model_dir, dtype)
-        local.run(config, on_ready=lambda served, _bound: on_ready(served, url), stop_event=stop_event)
+        run_until_stopped(local, config, lambda served, _bound: on_ready(served, url), stop_event,
+                          nproc=options.nproc)
     except StartupError as err:
         raise ServeError(str(err)) from None
 

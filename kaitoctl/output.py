@@ -39,6 +39,25 @@ def stderr_console() -> "Console":
     return Console(file=sys.stderr, no_color=_no_color(), soft_wrap=True, highlight=False)
 
 
+def print_table(table: Any, console: "Console | None" = None) -> None:
+    """Print a rich Table without ever cutting a cell (no "…"), as kubectl prints tables.
+
+    Not on a terminal (piped, redirected, captured): every row on one line at its full width, so
+    ``grep``/``awk`` see whole values. On a terminal: the terminal's width; columns built with
+    ``no_wrap`` (the values people read or type: names, images) keep their width while the others
+    wrap, and a cell that still does not fit folds onto the next line instead of being cut.
+    """
+    from rich.measure import Measurement
+
+    console = console or stdout_console()
+    for column in table.columns:
+        column.overflow = "fold"
+    if not console.is_terminal:
+        natural = Measurement.get(console, console.options.update_width(1_000_000), table).maximum
+        console.width = max(console.width, natural)
+    console.print(table)
+
+
 def dump_yaml(data: Any) -> str:
     """YAML in Kubernetes' usual style: block style, keys in the order given."""
     import yaml

@@ -73,6 +73,11 @@ def choose_strategy(count: int, gpus_per_pod: int, node_gpus: Optional[int], sku
     """
     if gpus_per_pod <= 0:
         return "RollingUpdate", "The pods request no GPUs, so a surge pod can always be scheduled."
+    if not node_gpus and not sku_name.strip():
+        return "Recreate", (
+            "Your own nodes (empty instanceType): their GPUs are known only to the preflight, so offline kaitoctl "
+            "cannot show that a surge pod fits; an update stops the old pods before starting new ones."
+        )
     if not node_gpus:
         return "Recreate", (
             f"Instance type {sku_name} is not in the SKU catalog, so kaitoctl cannot show that a surge pod fits; "
@@ -107,11 +112,15 @@ def template_gpus(template: dict[str, Any]) -> int:
     return total
 
 
-def default_plan(ws: "Workspace") -> Plan:
+def default_plan(ws: "Workspace", *, node_gpus: Optional[int] = None, per_gpu_bytes: Optional[int] = None,
+                 shape_name: Optional[str] = None) -> Plan:
     """The plan for ``ws`` from the catalogs alone (offline ``render``, ``apply --dry-run``).
 
     Assumes every node is an empty node of ``resource.instanceType``. The
-    cluster preflight replaces this with a plan computed from live nodes.
+    cluster preflight replaces this with a plan computed from live nodes. For
+    your own nodes (empty instanceType) the caller may give the node shape
+    (GPUs per node, bytes per GPU, a name for messages) from their GPU Feature
+    Discovery labels.
     """
     from kaitoctl.catalog import get_preset, get_sku
     from kaitoctl.errors import InvalidWorkspace
@@ -119,7 +128,10 @@ def default_plan(ws: "Workspace") -> Plan:
     count = max(ws.resource.count, 1)
     sku_name = ws.resource.instanceType
     sku: Optional[Sku] = get_sku(sku_name)
-    node_gpus = sku.gpu_count if sku else None
+    if sku is not None:
+        node_gpus, per_gpu_bytes = sku.gpu_count, sku.gpu_memory_per_gpu_bytes
+    elif node_gpus:
+        sku_name = shape_name or "your own"
 
     inference = ws.inference
     if inference is not None and inference.template is not None and inference.preset is None:
@@ -134,7 +146,11 @@ def default_plan(ws: "Workspace") -> Plan:
             f"workspace {ws.name!r}: cannot plan placement without a known preset (inference.preset.name: {name!r})",
             hint="run `kaitoctl presets list` for the valid names",
         )
-    gpus = gpus_per_pod(preset, count, node_gpus, sku.gpu_memory_per_gpu_bytes if sku else None)
+    gpus = gpus_per_pod(preset, count, node_gpus, per_gpu_bytes)
+    partition = ws.resource.partition
+    if partition is not None:
+        # A MIG device is not an nvidia.com/gpu; N whole GPUs are exactly N.
+        gpus = partition.count or 1 if partition.mode == "accelerator" else 0
     if preset.distributed:
         return Plan(
             gpus_per_pod=gpus,

@@ -27,6 +27,68 @@ from kaitoctl.plan import GPU_RESOURCE, Plan
 from kaitoctl.workspace import Workspace
 
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
+# NVIDIA GPU Feature Discovery's node labels: what your own nodes (empty instanceType) tell about their GPUs.
+GFD_PRODUCT = "nvidia.com/gpu.product"
+GFD_COUNT = "nvidia.com/gpu.count"
+GFD_MEMORY = "nvidia.com/gpu.memory"      # MiB per GPU
+MIG_PREFIX = "nvidia.com/mig-"
+
+
+@dataclass(frozen=True)
+class GpuShape:
+    """GPUs per node and memory per GPU, as GPU Feature Discovery labels say (the smallest matching node)."""
+
+    count: int
+    per_gpu_bytes: int
+    product: str
+    alike: bool           # every labelled matching node has the same product, count and memory
+
+
+def gfd_of(labels: dict[str, str]) -> Optional[tuple[int, int, str]]:
+    """(GPU count, bytes per GPU, product) from one node's GFD labels; None without them."""
+    try:
+        count, mib = int(labels[GFD_COUNT]), int(labels[GFD_MEMORY])
+    except (KeyError, ValueError):
+        return None
+    return count, mib * 2**20, labels.get(GFD_PRODUCT, "")
+
+
+def gfd_shape(ws: Workspace, nodes: list[dict[str, Any]]) -> Optional[GpuShape]:
+    """The GPU shape of the nodes the workspace's labelSelector matches, from GFD labels (None: no labels)."""
+    selector = ws.resource.labelSelector.model_dump(exclude_none=True) if ws.resource.labelSelector else None
+    shapes = []
+    for node in nodes:
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        if selector_matches(selector, labels)[0]:
+            shape = gfd_of(labels)
+            if shape is not None:
+                shapes.append(shape)
+    if not shapes:
+        return None
+    count, per_gpu, product = min(shapes, key=lambda s: (s[0] * s[1], s[1]))
+    return GpuShape(count, per_gpu, product, alike=len(set(shapes)) == 1)
+
+
+def _gfd_problems(ws: Workspace, labels: dict[str, str], gpus: int) -> list[str]:
+    """Why a node's GPUs (GFD labels) cannot hold the preset: memory for the pod's GPUs, compute capability."""
+    from kaitoctl import catalog
+
+    shape = gfd_of(labels)
+    preset = catalog.get_preset(ws.preset_name or "") if ws.preset_name else None
+    if shape is None or preset is None or preset.distributed or gpus <= 0:
+        return []
+    count, per_gpu, product = shape
+    why = []
+    if gpus * per_gpu < preset.total_gpu_memory_bytes:
+        why.append(f"{gpus} × {product or 'GPU'} with {catalog.format_bytes(per_gpu)} each (GPU Feature Discovery "
+                   f"labels) is less than the {preset.total_gpu_memory} preset {preset.name} needs")
+    arch = catalog.architectures().get(preset.architecture) if preset.architecture else None
+    gpu = catalog.get_gpu_model(product) if product else None
+    if arch is not None and arch.min_compute_capability and gpu is not None and \
+            catalog.compute_capability(gpu.compute_capability) < catalog.compute_capability(arch.min_compute_capability):
+        why.append(f"{product} (compute capability {gpu.compute_capability}) cannot run {preset.architecture}: "
+                   f"{arch.reason}")
+    return why
 TERMINATED_PHASES = ("Succeeded", "Failed")
 
 
@@ -199,6 +261,7 @@ class PreflightReport:
     plan: Plan
     surge_fits: bool
     pods_of_workspace: int                    # non-terminated pods of the workspace now
+    image: str = ""                           # "preset image R/x:t (registry from ...)": where pods pull from
 
     @property
     def ok(self) -> bool:
@@ -222,6 +285,7 @@ class PreflightReport:
             "strategy": self.plan.strategy,
             "strategyReason": self.plan.reason,
             "surgeFits": self.surge_fits,
+            "image": self.image or None,
         }
 
     def surge_summary(self) -> list[str]:
@@ -317,7 +381,7 @@ def check(
             continue
         why: list[str] = []
         itype = next((labels[k] for k in INSTANCE_TYPE_LABELS if k in labels), None)
-        if itype is not None and itype != want_type:
+        if itype is not None and want_type.strip() and itype != want_type:
             why.append(f"instance type {itype} (workspace asks for {want_type})")
         if meta.get("deletionTimestamp"):
             why.append("being deleted")
@@ -335,6 +399,11 @@ def check(
                           gpus_allocatable=alloc, gpus_requested=used.get(name, 0),
                           gpus_requested_ours=used_ours.get(name, 0), fits=False, preferred=name in preferred,
                           why_not=why, eligible=not why, gpus_requested_ours_unready=used_ours_unready.get(name, 0))
+        mig = next((k for k in _requested_resources(pod_spec) if k.startswith(MIG_PREFIX)), None)
+        if mig is not None and parse_count(((node.get("status") or {}).get("allocatable") or {}).get(mig)) < 1:
+            why.append(f"no {mig} allocatable (is MIG configured with this profile there?)")
+        if ws.byo_nodes:
+            why.extend(_gfd_problems(ws, labels, gpus))
         if gpus > 0:
             if alloc == 0:
                 why.append(f"no {GPU_RESOURCE} allocatable (is the NVIDIA device plugin running there?)")
@@ -346,6 +415,14 @@ def check(
         row.fits = not why
         rows.append(row)
 
+    if ws.byo_nodes:
+        shape = gfd_shape(ws, nodes)
+        if shape is None and rows:
+            warnings.append(f"your own nodes carry no GPU Feature Discovery labels ({GFD_COUNT}, {GFD_MEMORY}): "
+                            "the GPU memory fit is unchecked")
+        elif shape is not None and not shape.alike:
+            warnings.append("the matching nodes' GPUs differ (GPU Feature Discovery labels): KAITO expects alike "
+                            f"nodes; kaitoctl planned for the smallest ({shape.count} × {shape.product})")
     if not pods_complete:
         warnings.append("GPUs requested by pods in other namespaces were not counted (no permission to list "
                         "pods in all namespaces): free GPU numbers may be too high")
@@ -385,6 +462,15 @@ def check(
                            surge_fits=surge_fits, pods_of_workspace=ours_present)
 
 
+def _requested_resources(pod_spec: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for container in pod_spec.get("containers") or []:
+        resources = container.get("resources") or {}
+        names.extend(resources.get("limits") or {})
+        names.extend(resources.get("requests") or {})
+    return names
+
+
 def _is_ours(pod: dict[str, Any], name: str, namespace: str) -> bool:
     meta = pod.get("metadata") or {}
     return meta.get("namespace", namespace) == namespace and (meta.get("labels") or {}).get(WORKSPACE_LABEL) == name
@@ -404,7 +490,16 @@ def _no_match_message(selector: Optional[dict[str, Any]], want_type: str, total:
         shown.append(f"{e.get('key')} {e.get('operator')} {e.get('values') or ''}".strip())
     sel = ", ".join(shown) or "(empty)"
     return (f"none of the cluster's {total} node(s) match the labelSelector {sel}; label a GPU node "
-            f"(kubectl label node NODE KEY=VALUE) or fix resource.labelSelector (instance type {want_type})")
+            f"(kubectl label node NODE KEY=VALUE) or fix resource.labelSelector "
+            f"({f'instance type {want_type}' if want_type.strip() else 'your own nodes: no instance type'})")
+
+
+def _free_for_surge(row: NodeVerdict) -> str:
+    """``NODE (N free)``, in the table's FREE numbers, and what this workspace's unready pods give back."""
+    if row.gpus_free_for_surge == row.gpus_free:
+        return f"{row.name} ({row.gpus_free} free)"
+    return (f"{row.name} ({row.gpus_free} free now, {row.gpus_free_for_surge} once this workspace's pod(s) that "
+            "are not Ready give theirs up)")
 
 
 def _strategy(rows: list[NodeVerdict], gpus: int, count: int, ours_serving: int, distributed: bool,
@@ -421,8 +516,7 @@ def _strategy(rows: list[NodeVerdict], gpus: int, count: int, ours_serving: int,
     room_now = sum(min(_slots(r.gpus_free_for_surge, gpus, cap), cap) for r in eligible
                    if r.gpus_allocatable >= gpus)
     if room_now >= needed:
-        where = ", ".join(f"{r.name} ({r.gpus_free_for_surge} free)" for r in eligible
-                          if r.gpus_free_for_surge >= gpus)
+        where = ", ".join(_free_for_surge(r) for r in eligible if r.gpus_free_for_surge >= gpus)
         return True, "RollingUpdate", (f"A second pod's {gpus} GPU(s) fit next to the serving pod(s) on {where}: "
                                        "an update starts the new pod and stops the old one only once the new one "
                                        "is Ready (maxSurge 1, maxUnavailable 0).")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from kaitoctl.errors import InvalidWorkspace
 from kaitoctl.history import ANNOTATION_WORKSPACE, MANAGED_BY, MANAGED_BY_LABEL, WORKSPACE_LABEL, canonical_json
 from kaitoctl.plan import GPU_RESOURCE, Plan, default_plan
+from kaitoctl.companions import HF_TOKEN_KEY, INFERENCE_CONFIG_KEY
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from kaitoctl.catalog import Preset
@@ -31,6 +32,7 @@ API_KEY_SECRET_ANNOTATION = "kaitoctl.io/api-key-secret"
 API_KEY_SECRET_KEY = "api-key"
 ENABLE_LB_ANNOTATION = "kaito.sh/enablelb"              # value exactly "True" -> LoadBalancer, as KAITO
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+BETA_INSTANCE_TYPE_LABEL = "beta.kubernetes.io/instance-type"   # deprecated, still on older nodes
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"        # set on StatefulSet pods since Kubernetes 1.28
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
@@ -50,6 +52,19 @@ COPY_TOOL_CONTAINER = "kaitoctl-copy-tool"
 # Overridable for mirrored or air-gapped registries.
 COPY_TOOL_IMAGE = "busybox:1.36.1-musl"
 COPY_TOOL_IMAGE_ENV = "KAITOCTL_COPY_TOOL_IMAGE"
+
+# Weights fetched at pod start (presets marked weights_at_start, kaito-2026-facts).
+WEIGHTS_DIR = "/workspace/weights"
+WEIGHTS_VOLUME = "weights"
+FETCH_CONTAINER = "kaitoctl-fetch-weights"     # kaitoctl.rollout names its failures after it
+FETCH_MODULE = "kaitoctl_server.fetch"
+SERVER_IMAGE_NAME = "kaitoctl-server"          # the server image without weights
+WEIGHTS_AT_START_ANNOTATION = "kaitoctl.io/weights-at-start"  # "true": fetch any preset at start
+# inference.config: the ConfigMap's inference_config.yaml, mounted read-only for the server.
+CONFIG_DIR = "/etc/kaitoctl/inference-config"
+CONFIG_VOLUME = "inference-config"
+CONFIG_HASH_ANNOTATION = "kaitoctl.io/inference-config-hash"
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 
 RUN_AS_ID = 1000
 SHM_SIZE = "8Gi"          # NCCL / torch shared memory between GPU processes of a pod
@@ -73,12 +88,15 @@ GPU_TOLERATIONS: tuple[dict[str, str], ...] = (
 )
 
 
-def render_workspace(ws: "Workspace", plan: Optional[Plan] = None, *, registry: Optional[str] = None) -> list[dict]:
+def render_workspace(ws: "Workspace", plan: Optional[Plan] = None, *, registry: Optional[str] = None,
+                     config_data: Optional[str] = None) -> list[dict]:
     """The objects for ``ws``, in apply order (Services, then the Deployment or StatefulSet).
 
     ``plan`` defaults to :func:`kaitoctl.plan.default_plan` (the catalog's view
     of an empty node of ``resource.instanceType``); ``registry`` overrides where
-    public preset images come from. Raises :class:`InvalidWorkspace` for a
+    public preset images come from. ``config_data`` is the content of the
+    ``inference.config`` ConfigMap when known (its hash goes into the pod
+    template, so a changed ConfigMap rolls the pods). Raises :class:`InvalidWorkspace` for a
     workspace that cannot be rendered (validation normally catches these first).
     """
     if ws.inference is None:
@@ -100,7 +118,7 @@ def render_workspace(ws: "Workspace", plan: Optional[Plan] = None, *, registry: 
                 f"workspace {ws.name!r}: inference: Preset or Template must be specified",
             )
         return _render_template(ws, plan)
-    return _render_preset(ws, plan, registry)
+    return _render_preset(ws, plan, registry, config_data)
 
 
 # --- shared pieces ------------------------------------------------------------------------------
@@ -155,19 +173,28 @@ def _selector_expressions(ws: "Workspace") -> list[dict[str, Any]]:
 def node_affinity(ws: "Workspace") -> dict[str, Any]:
     """Required affinity from the labelSelector and instance type; preferred affinity for preferredNodes.
 
-    KAITO's node check also accepts nodes that carry no instance-type label, so
-    the required part is two ORed terms: selector AND instance-type In [type],
-    or selector AND instance-type DoesNotExist.
+    KAITO's node check also accepts nodes that carry no instance-type label, and
+    preflight reads the GA label, else the deprecated beta one (older nodes carry
+    only that). The required part is three ORed terms, each with the selector:
+    GA In [type]; no GA label and beta In [type]; neither label.
     """
     instance_type = ws.resource.instanceType
+
+    def label(key: str, operator: str) -> dict[str, Any]:
+        return {"key": key, "operator": operator, **({"values": [instance_type]} if operator == "In" else {})}
+
     # Each term gets its own copies: shared dicts would come out as YAML anchors.
-    terms = [
-        {
-            "matchExpressions": _selector_expressions(ws)
-            + [{"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [instance_type]}]
-        },
-        {"matchExpressions": _selector_expressions(ws) + [{"key": INSTANCE_TYPE_LABEL, "operator": "DoesNotExist"}]},
-    ]
+    if ws.byo_nodes:
+        # Your own nodes (empty instanceType): the labelSelector alone picks them.
+        terms = [{"matchExpressions": _selector_expressions(ws)}]
+    else:
+        terms = [
+            {"matchExpressions": _selector_expressions(ws) + [label(INSTANCE_TYPE_LABEL, "In")]},
+            {"matchExpressions": _selector_expressions(ws) + [label(INSTANCE_TYPE_LABEL, "DoesNotExist"),
+                                                              label(BETA_INSTANCE_TYPE_LABEL, "In")]},
+            {"matchExpressions": _selector_expressions(ws) + [label(INSTANCE_TYPE_LABEL, "DoesNotExist"),
+                                                              label(BETA_INSTANCE_TYPE_LABEL, "DoesNotExist")]},
+        ]
     affinity: dict[str, Any] = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}
     preferred = sorted(set(ws.resource.preferredNodes or []))
     if preferred:
@@ -327,7 +354,21 @@ def _model_image(ws: "Workspace", preset: "Preset", registry: Optional[str]) -> 
                 "When AccessMode is private, an image must be provided in PresetOptions",
             )
         return options.image, list(options.imagePullSecrets or [])
+    if fetches_weights(ws, preset):
+        # The plain server image: the weights come from Hugging Face when the pod starts.
+        import dataclasses
+
+        return dataclasses.replace(preset, image_name=SERVER_IMAGE_NAME).image(registry), []
     return preset.image(registry), []
+
+
+def fetches_weights(ws: "Workspace", preset: "Preset") -> bool:
+    """Whether the pods download the weights at start: presets KAITO fetches at run time, and any preset
+    whose image the user has not built (annotation kaitoctl.io/weights-at-start: "true"); never for
+    accessMode private (the user's image holds the weights)."""
+    if _own_image(ws):
+        return False
+    return preset.weights_at_start or (ws.metadata.annotations or {}).get(WEIGHTS_AT_START_ANNOTATION) == "true"
 
 
 def _adapters_env(ws: "Workspace") -> str:
@@ -360,7 +401,7 @@ def _adapter_init_containers(ws: "Workspace") -> list[dict[str, Any]]:
     ``cp -r /data/. DIR`` copies the contents (dotfiles too) and is idempotent
     when the pod's init containers run again over the same emptyDir.
     """
-    adapters = ws.adapters
+    adapters = [a for a in ws.adapters if not _volume_adapter(a)]
     if not adapters:
         return []
     tool_image = os.environ.get(COPY_TOOL_IMAGE_ENV) or COPY_TOOL_IMAGE
@@ -375,8 +416,8 @@ def _adapter_init_containers(ws: "Workspace") -> list[dict[str, Any]]:
             "securityContext": _security_context(),
         }
     ]
-    for index, adapter in enumerate(adapters):
-        _check_adapter(ws, index, adapter)
+    for adapter in adapters:
+        _check_adapter(ws, ws.adapters.index(adapter), adapter)
         image = adapter.source.image  # type: ignore[union-attr]
         containers.append(
             {
@@ -392,6 +433,14 @@ def _adapter_init_containers(ws: "Workspace") -> list[dict[str, Any]]:
             }
         )
     return containers
+
+
+ADAPTER_VOLUME_PREFIX = "adapter-"
+
+
+def _volume_adapter(adapter: "AdapterSpec") -> bool:
+    """An adapter read from a volume (source.volumeSource, mounted at /mnt/adapter/<name>), not copied from an image."""
+    return adapter.source is not None and adapter.source.volumeSource is not None and not adapter.source.image
 
 
 def _check_adapter(ws: "Workspace", index: int, adapter: "AdapterSpec") -> None:
@@ -455,9 +504,11 @@ def _main_env(ws: "Workspace", preset: "Preset") -> list[dict[str, Any]]:
         {"name": "KAITOCTL_BIND", "value": f"0.0.0.0:{SERVER_PORT}"},
         {"name": "KAITOCTL_DTYPE", "value": preset.dtype},
         {"name": "KAITOCTL_GRACEFUL_TIMEOUT", "value": str(GRACEFUL_TIMEOUT_SECONDS)},
-        {"name": "KAITOCTL_MODEL", "value": MODEL_DIR},
+        {"name": "KAITOCTL_MODEL", "value": WEIGHTS_DIR if fetches_weights(ws, preset) else MODEL_DIR},
         {"name": "KAITOCTL_PIPELINE", "value": preset.pipeline},
     ]
+    if ws.inference_config:
+        env.append({"name": "KAITOCTL_INFERENCE_CONFIG", "value": f"{CONFIG_DIR}/{INFERENCE_CONFIG_KEY}"})
     if preset.trust_remote_code:
         env.append({"name": "KAITOCTL_TRUST_REMOTE_CODE", "value": "true"})
     secret = (ws.metadata.annotations or {}).get(API_KEY_SECRET_ANNOTATION)
@@ -485,10 +536,15 @@ def _main_container(ws: "Workspace", preset: "Preset", plan: Plan, image: str) -
     else:
         command = ["gunicorn"]
         args = ["--config", "python:kaitoctl_server.gunicorn_conf", "kaitoctl_server.wsgi:app"]
-    gpus = str(plan.gpus_per_pod)
     mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
     if ws.adapters:
         mounts.insert(0, {"name": ADAPTER_VOLUME, "mountPath": ADAPTER_DIR, "readOnly": True})
+        mounts[1:1] = [{"name": ADAPTER_VOLUME_PREFIX + a.name, "mountPath": f"{ADAPTER_DIR}/{a.name}", "readOnly": True}
+                       for a in ws.adapters if _volume_adapter(a)]
+    if ws.inference_config:
+        mounts.append({"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True})
+    if fetches_weights(ws, preset):
+        mounts.append({"name": WEIGHTS_VOLUME, "mountPath": WEIGHTS_DIR, "readOnly": True})
     startup_failures = math.ceil(preset.readiness_timeout_seconds / STARTUP_PERIOD_SECONDS)
     return {
         "name": ws.name,
@@ -498,7 +554,7 @@ def _main_container(ws: "Workspace", preset: "Preset", plan: Plan, image: str) -
         "args": args,
         "ports": ports,
         "env": _main_env(ws, preset),
-        "resources": {"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}},
+        "resources": accelerator_resources(ws, plan),
         "volumeMounts": mounts,
         "startupProbe": _probe(STARTUP_PERIOD_SECONDS, startup_failures),
         "livenessProbe": _probe(10, 3),
@@ -508,18 +564,67 @@ def _main_container(ws: "Workspace", preset: "Preset", plan: Plan, image: str) -
     }
 
 
-def _volumes(ws: "Workspace") -> list[dict[str, Any]]:
+def accelerator_resources(ws: "Workspace", plan: Plan) -> dict[str, Any]:
+    """requests/limits of the server container: a MIG device of the partition's profile, else whole GPUs."""
+    partition = ws.resource.partition
+    if partition is not None and partition.mode == "mig":
+        if not partition.profile:
+            raise InvalidWorkspace(f"workspace {ws.name!r}: resource.partition.profile: mode mig needs a profile",
+                                   hint='e.g. profile: "1g.10gb"')
+        name, count = MIG_RESOURCE_PREFIX + partition.profile, "1"
+    else:
+        name, count = GPU_RESOURCE, str(plan.gpus_per_pod)
+    return {"requests": {name: count}, "limits": {name: count}}
+
+
+def _fetch_container(ws: "Workspace", preset: "Preset", image: str) -> dict[str, Any]:
+    """The init container that downloads the pinned revision into the weights volume (kaitoctl_server.fetch).
+
+    The token comes from the model-access Secret by reference, never as a literal; a failure
+    is written as the container's termination message, which the rollout watch reports.
+    """
+    env: list[dict[str, Any]] = [
+        {"name": "HF_HOME", "value": "/tmp/huggingface"},
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    secret = ws.model_access_secret
+    if secret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": HF_TOKEN_KEY}}})
+    return {
+        "name": FETCH_CONTAINER,
+        "image": image,
+        "imagePullPolicy": image_pull_policy(image),
+        "command": ["python", "-m", FETCH_MODULE],
+        "args": ["--repo", preset.model_id, "--revision", preset.model_revision, "--dir", WEIGHTS_DIR],
+        "env": sorted(env, key=lambda item: item["name"]),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": WEIGHTS_VOLUME, "mountPath": WEIGHTS_DIR}],
+        "securityContext": _security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def _volumes(ws: "Workspace", preset: Optional["Preset"] = None) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
         {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
     ]
+    if preset is not None and fetches_weights(ws, preset):
+        volumes.append({"name": WEIGHTS_VOLUME, "emptyDir": {"sizeLimit": preset.disk}})
+    if ws.inference_config:
+        volumes.append({"name": CONFIG_VOLUME, "configMap": {
+            "name": ws.inference_config, "items": [{"key": INFERENCE_CONFIG_KEY, "path": INFERENCE_CONFIG_KEY}]}})
     if ws.adapters:
         volumes.append({"name": ADAPTER_VOLUME, "emptyDir": {}})
-        volumes.append({"name": TOOLS_VOLUME, "emptyDir": {"sizeLimit": TOOLS_SIZE}})
+        if any(not _volume_adapter(a) for a in ws.adapters):
+            volumes.append({"name": TOOLS_VOLUME, "emptyDir": {"sizeLimit": TOOLS_SIZE}})
+        volumes.extend({"name": ADAPTER_VOLUME_PREFIX + a.name, **copy.deepcopy(a.source.volumeSource)}  # type: ignore
+                       for a in ws.adapters if _volume_adapter(a))
     return sorted(volumes, key=lambda item: item["name"])
 
 
-def _preset_pod_template(ws: "Workspace", preset: "Preset", plan: Plan, registry: Optional[str]) -> dict[str, Any]:
+def _preset_pod_template(ws: "Workspace", preset: "Preset", plan: Plan, registry: Optional[str],
+                         config_data: Optional[str] = None) -> dict[str, Any]:
     image, preset_secrets = _model_image(ws, preset, registry)
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -538,12 +643,30 @@ def _preset_pod_template(ws: "Workspace", preset: "Preset", plan: Plan, registry
     if secrets:
         spec["imagePullSecrets"] = secrets
     init_containers = _adapter_init_containers(ws)
+    if fetches_weights(ws, preset):
+        init_containers.insert(0, _fetch_container(ws, preset, image))
     if init_containers:
         spec["initContainers"] = init_containers
     spec["containers"] = [_main_container(ws, preset, plan, image)]
-    spec["volumes"] = _volumes(ws)
+    spec["volumes"] = _volumes(ws, preset)
     spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
-    return {"metadata": {"labels": workspace_labels(ws)}, "spec": spec}
+    metadata: dict[str, Any] = {"labels": workspace_labels(ws)}
+    if ws.inference_config and config_data is not None:
+        metadata["annotations"] = {CONFIG_HASH_ANNOTATION: config_hash(config_data)}
+    return {"metadata": metadata, "spec": spec}
+
+
+def config_hash(text: str) -> str:
+    """Short hash of the inference config's content: in the pod template, so a changed ConfigMap rolls out."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _own_image(ws: "Workspace") -> bool:
+    """accessMode private: the user's image holds the weights; nothing is fetched."""
+    spec = ws.inference.preset if ws.inference else None
+    return spec is not None and spec.accessMode == "private"
 
 
 def _statefulset(ws: "Workspace", pod_template: dict[str, Any]) -> dict[str, Any]:
@@ -563,9 +686,9 @@ def _statefulset(ws: "Workspace", pod_template: dict[str, Any]) -> dict[str, Any
     return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": spec}
 
 
-def _render_preset(ws: "Workspace", plan: Plan, registry: Optional[str]) -> list[dict]:
+def _render_preset(ws: "Workspace", plan: Plan, registry: Optional[str], config_data: Optional[str]) -> list[dict]:
     preset = _preset(ws)
-    pod_template = _preset_pod_template(ws, preset, plan, registry)
+    pod_template = _preset_pod_template(ws, preset, plan, registry, config_data)
     if preset.distributed:
         return [
             _service(ws, distributed=True, target_port=SERVER_PORT),

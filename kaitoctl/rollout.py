@@ -25,10 +25,28 @@ from typing import Any, Callable, Optional, Sequence
 
 from kaitoctl.history import LABEL_TEMPLATE_HASH, WORKSPACE_LABEL, adapters_of, recorded_workspace
 
+FETCH_CONTAINER = "kaitoctl-fetch-weights"  # kaitoctl.render's init container that downloads the weights
 PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable")
 CONFIG_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 DEFAULT_PROGRESS_DEADLINE_S = 600.0
 LOG_TAIL_LINES = 20
+
+# Conditions that usually heal are waited out, for a bounded time the watch explains:
+# an image pull that failed for a reason other than "no such image" or "not allowed" (a registry
+# 429 or 5xx, a timeout on a multi-GB layer) ...
+PULL_GRACE_S = 300.0
+# ... a pod no node fits yet, while a cluster autoscaler or Karpenter says it is adding one ...
+SCALE_UP_GRACE_S = 900.0
+# ... and the first Unschedulable, before an autoscaler had time to react (it looks every ~10 s).
+AUTOSCALER_NOTICE_S = 60.0
+# What a registry or the kubelet says when waiting will not help.
+PULL_PERMANENT = ("not found", "manifest unknown", "name unknown", "repository does not exist", "notfound",
+                  "unauthorized", "401", "403 forbidden", "denied", "authentication required",
+                  "invalid reference format", "no match for platform")
+PULL_PERMANENT_REASONS = ("InvalidImageName", "ErrImageNeverPull")
+SCALE_UP_REASONS = ("TriggeredScaleUp",)                    # cluster-autoscaler
+KARPENTER_REASONS = ("Nominated",)                          # Karpenter: "Pod should schedule on: nodeclaim/..."
+NO_SCALE_UP_REASONS = ("NotTriggerScaleUp",)                # cluster-autoscaler: no node group would fit it
 
 
 @dataclass
@@ -45,16 +63,31 @@ class Failure:
     details: list[str] = field(default_factory=list)
     hint: Optional[str] = None
     log: Optional[tuple[str, str, bool]] = None
+    # A condition that may heal: waited out for ``grace_s`` from ``since`` (the cluster's
+    # timestamp of its first sign) before it counts; ``waiting`` says what is waited for.
+    grace_s: Optional[float] = None
+    since: Optional[str] = None
+    waiting: str = ""
+    track: str = ""         # what stays the same while it lasts (the kubelet alternates pull reasons)
+
+    @property
+    def key(self) -> str:
+        return self.track or f"{self.reason}:{self.message}"
 
 
 @dataclass
 class RolloutStatus:
-    """One evaluation: kubectl's message, whether it is done, a failure if any, one line per pod."""
+    """One evaluation: kubectl's message, whether it is done, a failure if any, one line per pod.
+
+    ``waiting`` is a condition being waited out (``failure`` stays None until its grace ends);
+    ``message`` then explains it.
+    """
 
     message: str
     done: bool
     failure: Optional[Failure]
     pods: list[str] = field(default_factory=list)
+    waiting: Optional[Failure] = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,17 +250,16 @@ def diagnose_pod(pod: dict[str, Any], events: list[dict[str, Any]],
     scheduled = _condition(pod, "PodScheduled")
     sched_events = [e for e in warnings if e.get("reason") == "FailedScheduling"]
     unschedulable = (scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable")
-    if (unschedulable or (sched_events and not spec.get("nodeName"))) and \
-            not any(e.get("reason") == "TriggeredScaleUp" for e in evs):
-        msg = (scheduled or {}).get("message") or (sched_events[-1].get("message") if sched_events else "")
-        return Failure("Unschedulable", f"pod {name} cannot be scheduled: {msg}".rstrip(": "),
-                       hint="`kaitoctl preflight -f FILE` shows which nodes match and how many GPUs are free")
+    if (unschedulable or sched_events) and not spec.get("nodeName"):
+        return _unschedulable(pod, name, scheduled, sched_events, evs)
 
     init_specs = {c.get("name"): c for c in spec.get("initContainers") or []}
     for cname, cs in _statuses(pod, "initContainerStatuses").items():
         container = init_specs.get(cname, {"name": cname, "image": cs.get("image", "")})
         adapter = _adapter_for(container, adapters)
-        what = f"adapter {adapter['name']!r} (init container {cname})" if adapter else f"init container {cname}"
+        what = (f"adapter {adapter['name']!r} (init container {cname})" if adapter else
+                f"the weights download (init container {cname})" if cname == FETCH_CONTAINER else
+                f"init container {cname}")
         waiting = (cs.get("state") or {}).get("waiting") or {}
         stuck = _waiting_failure(pod, what, container.get("image") or cs.get("image", ""), waiting, adapter, warnings,
                                  pull_hint="check the image name and tag, and that the pull secret can read it")
@@ -284,13 +316,127 @@ def _waiting_failure(pod: dict[str, Any], what: str, image: str, waiting: dict[s
     """A container (init or main) waiting on what will not heal by itself: an image pull, or its config."""
     reason = waiting.get("reason")
     if reason in PULL_ERRORS:
-        return Failure(reason, f"{what}: image {image} cannot be pulled ({reason})",
-                       details=_nonempty([waiting.get("message"), _pull_secret_line(pod, adapter)]
-                                         + _event_lines(warnings, "Failed")),
-                       hint=pull_hint)
+        failure = Failure(reason, f"{what}: image {image} cannot be pulled ({reason})",
+                          details=_nonempty([waiting.get("message"), _pull_secret_line(pod, adapter)]
+                                            + _event_lines(warnings, "Failed")),
+                          hint=pull_hint)
+        said = " ".join([waiting.get("message") or ""] + [str(e.get("message", "")) for e in warnings
+                                                          if e.get("reason") == "Failed"]).lower()
+        if reason not in PULL_PERMANENT_REASONS and not any(word in said for word in PULL_PERMANENT):
+            pulls = [e for e in warnings if e.get("reason") == "Failed"]
+            failure.grace_s = PULL_GRACE_S
+            failure.since = _first_time(pulls) or _condition_time(pod, "Ready")
+            # ErrImagePull and ImagePullBackOff alternate while the kubelet retries: one condition.
+            shown = "ErrImagePull" if reason == "ImagePullBackOff" else reason
+            failure.waiting = f"{shown} ({_registry_answer(said)})"
+            failure.track = f"pull:{pod.get('metadata', {}).get('name')}:{what}:{image}"
+        return failure
     if reason in CONFIG_ERRORS:
         return Failure(reason, f"{what} cannot start: {waiting.get('message', reason)}")
     return None
+
+
+def _unschedulable(pod: dict[str, Any], name: str, scheduled: Optional[dict[str, Any]],
+                   sched_events: list[dict[str, Any]], evs: list[dict[str, Any]]) -> Failure:
+    """Unschedulable: waited out while an autoscaler may add a node, final when nothing can match."""
+    msg = (scheduled or {}).get("message") or (sched_events[-1].get("message") if sched_events else "")
+    failure = Failure("Unschedulable", f"pod {name} cannot be scheduled: {msg}".rstrip(": "),
+                      hint="`kaitoctl preflight -f FILE` shows which nodes match and how many GPUs are free")
+    since = (scheduled or {}).get("lastTransitionTime") or _first_time(sched_events)
+    failure.track = f"unschedulable:{name}"
+    scale_up = [e for e in evs if e.get("reason") in SCALE_UP_REASONS + KARPENTER_REASONS]
+    refused = [e for e in evs if e.get("reason") in NO_SCALE_UP_REASONS]
+    if scale_up and not (refused and event_time(refused[-1]) > event_time(scale_up[-1])):
+        who = "Karpenter" if scale_up[-1].get("reason") in KARPENTER_REASONS else "a cluster autoscaler"
+        failure.grace_s = SCALE_UP_GRACE_S
+        failure.since = _first_time(scale_up) or since
+        asked = _first_time(scale_up)
+        failure.waiting = f"no node fits yet; {who} asked for one" + (f" at {asked}" if asked else "")
+        return failure
+    if refused:
+        failure.details = [f"event {e.get('reason')}: {e.get('message', '')}" for e in refused[-1:]]
+        return failure
+    if not _nothing_matches(msg):
+        failure.grace_s = AUTOSCALER_NOTICE_S
+        failure.since = since
+        failure.waiting = "no node fits yet; waiting for a cluster autoscaler or Karpenter to add one"
+    return failure
+
+
+def _nothing_matches(message: str) -> bool:
+    """The scheduler says every node fails the node selector / affinity (no added node of the same kind helps)."""
+    import re
+
+    total = re.match(r"0/(\d+) nodes are available", message)
+    mismatched = re.search(r"(\d+) node\(s\) didn't match Pod's node affinity/selector", message)
+    return bool(total and mismatched and int(total.group(1)) > 0 and total.group(1) == mismatched.group(1))
+
+
+def _registry_answer(said: str) -> str:
+    """What the registry or the network answered, in a few words."""
+    import re
+
+    if "429" in said or "too many requests" in said or "toomanyrequests" in said or "rate limit" in said:
+        return "registry answered 429"
+    code = re.search(r"\b(5\d\d)\b", said)
+    if code:
+        return f"registry answered {code.group(1)}"
+    if "timeout" in said or "timed out" in said or "deadline exceeded" in said:
+        return "the pull timed out"
+    if "connection reset" in said or "connection refused" in said or "no such host" in said:
+        return "the registry could not be reached"
+    return "not a missing image"
+
+
+def _first_time(events: list[dict[str, Any]]) -> Optional[str]:
+    times = [e.get("firstTimestamp") or event_time(e) for e in events]
+    times = [t for t in times if t]
+    return min(times) if times else None
+
+
+def _condition_time(pod: dict[str, Any], ctype: str) -> Optional[str]:
+    return (_condition(pod, ctype) or {}).get("lastTransitionTime")
+
+
+def _seconds_between(start: Optional[str], end: Optional[str]) -> float:
+    """Seconds from one API timestamp to another (0 when either is missing)."""
+    import datetime
+
+    def parse(text: Optional[str]) -> Optional[datetime.datetime]:
+        if not text:
+            return None
+        try:
+            return datetime.datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
+        except ValueError:
+            return None
+
+    a, b = parse(start), parse(end)
+    return max(0.0, (b - a).total_seconds()) if a and b else 0.0
+
+
+def cluster_now(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> Optional[str]:
+    """The latest timestamp the cluster has shown (its clock, free of any skew with this machine's)."""
+    times = [event_time(e) for e in events]
+    for pod in pods:
+        times.extend(c.get("lastTransitionTime") or "" for c in (pod.get("status") or {}).get("conditions") or [])
+    times = [t for t in times if t]
+    return max(times) if times else None
+
+
+def _waiting_message(found: Failure, lasted: float) -> str:
+    """What the watch is waiting out, for how long so far, and for how long at most."""
+    limit = _short_duration(found.grace_s or 0.0)
+    if found.reason in PULL_ERRORS:
+        return (f"image pull failing for {_short_duration(lasted)}: {found.waiting}, waiting up to {limit} "
+                "before giving up")
+    return f"{found.waiting}; waiting up to {limit} (unschedulable for {_short_duration(lasted)})"
+
+
+def _short_duration(seconds: float) -> str:
+    """``45 s``, ``3m``: coarse, so that a waiting message changes only every 15 s."""
+    if seconds < 60:
+        return f"{int(seconds // 15 * 15)} s"
+    return f"{int(seconds // 60)}m"
 
 
 def _nonempty(lines: list[Optional[str]]) -> list[str]:
@@ -356,23 +502,40 @@ def describe_pod(pod: dict[str, Any], adapters: Sequence[dict[str, Any]] = ()) -
 
 
 def rollout_status(workload: dict[str, Any], pods: list[dict[str, Any]], events: list[dict[str, Any]], *,
-                   stalled_s: float = 0.0, progress_deadline_s: Optional[float] = None) -> RolloutStatus:
+                   stalled_s: float = 0.0, progress_deadline_s: Optional[float] = None,
+                   seen_for: Optional[Callable[[str], float]] = None) -> RolloutStatus:
     """Everything together: workload semantics, then the pods of the current template, then the deadline.
 
     ``stalled_s``: seconds since anything last changed. StatefulSets have no
     progress deadline of their own, so kaitoctl applies ``progress_deadline_s``
     to them (Deployments get theirs from the API server's condition).
+    A failure that may heal (:attr:`Failure.grace_s`) is reported as ``waiting``
+    until it has lasted its grace: by the cluster's own timestamps, or by
+    ``seen_for(key)`` (seconds this watcher has seen it) when that is longer.
     """
     workspace = recorded_workspace(workload)
     adapters = adapters_of(workspace)
     mine = current_pods(workload, pods)
     lines = [f"pod {(p.get('metadata') or {}).get('name')}: {describe_pod(p, adapters)}" for p in mine]
     message, done, failure = workload_status(workload)
+    waiting: Optional[Failure] = None
     if failure is None and not done:
+        now = cluster_now(pods, events)
         for pod in mine:
-            failure = diagnose_pod(pod, events, adapters)
-            if failure:
+            found = diagnose_pod(pod, events, adapters)
+            if found is None:
+                continue
+            if found.grace_s is None:
+                failure = found
                 break
+            lasted = max(_seconds_between(found.since, now), seen_for(found.key) if seen_for else 0.0)
+            if lasted >= found.grace_s:
+                found.message = f"{found.message}; still failing after {_short_duration(lasted)}"
+                failure = found
+                break
+            if waiting is None:
+                waiting = found
+                message = _waiting_message(found, lasted)
     if failure is None and not done and workload.get("kind") == "StatefulSet":
         deadline = progress_deadline_s if progress_deadline_s is not None else DEFAULT_PROGRESS_DEADLINE_S
         if stalled_s > deadline:
@@ -382,7 +545,8 @@ def rollout_status(workload: dict[str, Any], pods: list[dict[str, Any]], events:
                               f"(kaitoctl's deadline for StatefulSets: {int(deadline)}s)",
                               details=lines,
                               hint="`kaitoctl status NAME` shows what the pods are doing")
-    return RolloutStatus(message=message, done=done, failure=failure, pods=lines)
+    return RolloutStatus(message=message, done=done, failure=failure, pods=lines,
+                         waiting=waiting if failure is None else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,6 +609,11 @@ def watch(kube: Any, kind: str, name: str, namespace: str, *, timeout_s: float,
     last_change = started
     last_shown: tuple[str, tuple[str, ...]] = ("", ())
     status: Optional[RolloutStatus] = None
+    first_seen: dict[str, float] = {}
+
+    def seen_for(key: str) -> float:
+        return time.monotonic() - first_seen.setdefault(key, time.monotonic())
+
     try:
         while True:
             now = time.monotonic()
@@ -478,7 +647,7 @@ def watch(kube: Any, kind: str, name: str, namespace: str, *, timeout_s: float,
                 raise _gone_error(kind, name, namespace)
             status = rollout_status(workloads[0], list(cache["Pod"].values()), list(cache["Event"].values()),
                                     stalled_s=time.monotonic() - last_change,
-                                    progress_deadline_s=progress_deadline_s)
+                                    progress_deadline_s=progress_deadline_s, seen_for=seen_for)
             shown = (status.message, tuple(status.pods))
             if shown != last_shown:
                 last_change = time.monotonic()

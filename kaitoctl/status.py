@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from kaitoctl.history import (MANAGED_BY, MANAGED_BY_LABEL, WORKSPACE_LABEL, adapters_of, recorded_workspace,
                               revision_of)
@@ -220,17 +220,41 @@ def build_views(workloads: list[dict[str, Any]], pods: list[dict[str, Any]], ser
     return sorted(views, key=lambda v: (v.namespace, v.name))
 
 
-def list_workspaces(kube: Any, namespace: Optional[str], all_namespaces: bool = False) -> list[WorkspaceView]:
-    """Every kaitoctl workspace of the namespace (or cluster): four LISTs, whatever their number."""
-    def lst(kind: str, selector: str) -> list[dict[str, Any]]:
-        items, _ = kube.list(kind, namespace, all_namespaces=all_namespaces, label_selector=selector)
+ALL_NAMESPACES_ROLE = "kaitoctl-status-all-namespaces"
+
+
+def list_workspaces(kube: Any, namespace: Optional[str], all_namespaces: bool = False,
+                    warn: Callable[[str], None] = lambda text: None) -> list[WorkspaceView]:
+    """Every kaitoctl workspace of the namespace (or cluster): four LISTs, whatever their number.
+
+    Workloads must be readable; pods and Services only add detail: when they are forbidden the
+    list still comes, without them, and ``warn`` says what is missing and why.
+    """
+    from kaitoctl.errors import ClusterError
+    from kaitoctl.kube import is_forbidden
+
+    where = "in every namespace" if all_namespaces else f"in namespace {namespace or kube.namespace!r}"
+
+    def lst(kind: str, selector: str, optional: bool = False) -> list[dict[str, Any]]:
+        try:
+            items, _ = kube.list(kind, namespace, all_namespaces=all_namespaces, label_selector=selector)
+        except ClusterError as err:
+            if not is_forbidden(err):
+                raise
+            grant = (f"the ClusterRole {ALL_NAMESPACES_ROLE} in docs/rbac.yaml grants it" if all_namespaces
+                     else "the Role in docs/rbac.yaml grants it")
+            if not optional:
+                err.hint = f"{grant}, or list one namespace with -n NAMESPACE" if all_namespaces else grant
+                raise
+            warn(f"cannot list {kind.lower()}s {where} (forbidden): shown without them; {grant}")
+            return []
         return items
 
     from concurrent.futures import ThreadPoolExecutor
 
     # The four LISTs go out together: one round trip of wall time instead of four.
-    wanted = [("Deployment", KAITOCTL_SELECTOR), ("StatefulSet", KAITOCTL_SELECTOR), ("Pod", WORKSPACE_LABEL),
-              ("Service", KAITOCTL_SELECTOR)]
+    wanted = [("Deployment", KAITOCTL_SELECTOR, False), ("StatefulSet", KAITOCTL_SELECTOR, False),
+              ("Pod", WORKSPACE_LABEL, True), ("Service", KAITOCTL_SELECTOR, True)]
     with ThreadPoolExecutor(len(wanted)) as pool:
         deployments, statefulsets, pods, services = pool.map(lambda w: lst(*w), wanted)
     return build_views(deployments + statefulsets, pods, services)
@@ -248,7 +272,9 @@ def get_workspace(kube: Any, name: str, namespace: Optional[str]) -> WorkspaceVi
         workloads.extend(items)
     workloads = [w for w in workloads if (w.get("metadata") or {}).get("name") == name]
     if not workloads:
-        raise NotFound(f"workspace {name!r} not found in namespace {ns!r}",
+        from kaitoctl.kube import namespace_missing
+
+        raise namespace_missing(kube, ns) or NotFound(f"workspace {name!r} not found in namespace {ns!r}",
                        hint=f"`kaitoctl status -n {ns}` lists the workspaces there (-A: all namespaces)")
     pods, _ = kube.list("Pod", ns, label_selector=selector)
     services, _ = kube.list("Service", ns, label_selector=selector)
@@ -264,11 +290,25 @@ def get_workspace(kube: Any, name: str, namespace: Optional[str]) -> WorkspaceVi
     for obj in workloads + pods + services:
         obj.setdefault("metadata", {}).setdefault("namespace", ns)
     view = build_views(workloads, pods, services, events)[0]
-    pod_names = {p["metadata"]["name"] for p in pods}
-    view.events = sorted((e for e in events if (e.get("involvedObject") or {}).get("name") in pod_names | {name}
-                          or ((e.get("involvedObject") or {}).get("name") or "").startswith(f"{name}-")),
-                         key=event_time)
+    view.events = sorted(own_events(name, workloads, pods, services, events), key=event_time)
     return view
+
+
+def own_events(name: str, workloads: list[dict[str, Any]], pods: list[dict[str, Any]],
+               services: list[dict[str, Any]], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events about this workspace's objects only (another workspace may be called ``<name>-2``)."""
+    mine: set[tuple[str, str]] = {(o.get("kind", ""), o["metadata"]["name"]) for o in workloads + pods + services}
+    for pod in pods:   # a Deployment's ReplicaSets are <deployment>-<pod-template-hash>
+        template_hash = ((pod.get("metadata") or {}).get("labels") or {}).get("pod-template-hash")
+        if template_hash:
+            mine.add(("ReplicaSet", f"{name}-{template_hash}"))
+    uids = {(o.get("metadata") or {}).get("uid") for o in workloads + pods + services} - {None}
+    out = []
+    for event in events:
+        inv = event.get("involvedObject") or {}
+        if (inv.get("kind", ""), inv.get("name", "")) in mine or (inv.get("uid") and inv.get("uid") in uids):
+            out.append(event)
+    return out
 
 
 def pod_rows(view: WorkspaceView) -> list[dict[str, Any]]:

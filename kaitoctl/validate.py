@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable, Literal, Optional
 from kaitoctl import catalog
 from kaitoctl.errors import InvalidWorkspace
 from kaitoctl.loader import STDIN_NAME, Finding, LoadedDocument, Path, format_path, load_file, show_value
-from kaitoctl.workspace import DEFAULT_INSTANCE_TYPE, MAX_ADAPTERS, Workspace
+from kaitoctl.workspace import (API_VERSION_BETA, DEFAULT_INSTANCE_TYPE, DEPRECATED_IN_BETA, HF_TOKEN_KEY,
+                                INFERENCE_CONFIG_KEY, MAX_ADAPTERS, Workspace)
 
 # Kubernetes name grammars (k8s.io/apimachinery/pkg/util/validation).
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -56,6 +57,7 @@ _IMAGE_REF = re.compile(
 )
 _DECIMAL = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 # Fields of Kubernetes' ObjectMeta: anything else under metadata is a typo.
+ADAPTER_VOLUME_PREFIX = "adapter-"  # kaitoctl.render names an adapter's own volume so
 _OBJECT_META_FIELDS = (
     "name", "namespace", "labels", "annotations", "generateName", "uid", "resourceVersion", "generation",
     "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers",
@@ -71,6 +73,9 @@ class _Context:
     doc: Optional[LoadedDocument]
     raw: dict[str, Any]
     findings: list[Finding] = field(default_factory=list)
+    # The ConfigMaps and Secrets of the same file, by (kind, namespace or "", name); None: not from a file.
+    companions: Optional[dict[tuple[str, str, str], dict[str, Any]]] = None
+    max_model_len: Optional[int] = None  # from the file's inference config, when it sets one
 
     @property
     def dropped(self) -> frozenset[Path]:
@@ -122,7 +127,7 @@ class _Context:
 
     @property
     def sku(self) -> Optional[catalog.Sku]:
-        return catalog.get_sku(self.ws.resource.instanceType)
+        return None if self.ws.byo_nodes else catalog.get_sku(self.ws.resource.instanceType)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -250,6 +255,24 @@ def _rule_top_level(ctx: _Context) -> None:
                                "jobs with KAITO itself", key=True)
 
 
+def _rule_version(ctx: _Context) -> None:
+    """v1beta1's deprecated fields: accepted, with a note (KAITO still reads them)."""
+    if ctx.ws.apiVersion != API_VERSION_BETA:
+        return
+    replacements = {
+        "count": "one replica per Workspace is KAITO's v1beta1 direction; kaitoctl still runs count replicas",
+        "preferredNodes": "select nodes with labelSelector instead",
+        "accessMode": "public/private is decided by the image you give",
+        "image": "kaitoctl still runs this image for accessMode: private",
+        "imagePullSecrets": "kaitoctl still uses these pull secrets",
+    }
+    for path in DEPRECATED_IN_BETA:
+        written, _ = ctx.raw_at(path)
+        if written:
+            ctx.note(path, f"{path[-1]} is deprecated in {API_VERSION_BETA} (still accepted): "
+                           f"{replacements[str(path[-1])]}", key=True)
+
+
 def _rule_metadata(ctx: _Context) -> None:
     from kaitoctl.render import API_KEY_SECRET_ANNOTATION
 
@@ -296,6 +319,8 @@ def _rule_metadata(ctx: _Context) -> None:
         if key == API_KEY_SECRET_ANNOTATION and not _DNS1123_SUBDOMAIN.fullmatch(value):
             ctx.error(("metadata", "annotations", key), f"{key} must name a Secret in the workspace's namespace "
                                                         f"(a DNS subdomain), found {show_value(value)}")
+        if key in _KAITO_ANNOTATIONS:
+            _check_kaito_annotation(ctx, key, value)
         if key == "kaito.sh/enablelb" and value not in ("True", "False"):
             ctx.warning(("metadata", "annotations", key),
                         f"kaito.sh/enablelb is {show_value(value)}: KAITO makes the Service a LoadBalancer only for "
@@ -306,6 +331,27 @@ def _rule_metadata(ctx: _Context) -> None:
             ctx.error((), f"the Workspace is {size} bytes as JSON: kaitoctl records the applied Workspace in an "
                           "annotation of its workload, and Kubernetes allows at most 256 KiB of annotations per "
                           f"object; keep it under {MAX_CANONICAL_BYTES} bytes")
+
+
+# KAITO's annotations of today (kaito-2026-facts): allowed values (None: any), what kaitoctl does with them.
+_KAITO_ANNOTATIONS: dict[str, tuple[Optional[tuple[str, ...]], str]] = {
+    "kaito.sh/runtime": (("transformers", "vllm"), "kaitoctl always runs its bundled transformers server; vLLM engine "
+                                                   "arguments of inference.config are listed as ignored"),
+    "kaito.sh/performance-mode": (("balanced", "interactivity", "throughput"),
+                                  "kaitoctl does not tune vLLM; set batching in inference.config instead"),
+    "kaito.sh/bypass-resource-checks": (None, "kaitoctl's GPU fit stays an error at validate time; "
+                                              "`kaitoctl apply --skip-preflight` skips the cluster check"),
+    "kaito.sh/disable-benchmark": (None, "kaitoctl runs no benchmark at start"),
+}
+
+
+def _check_kaito_annotation(ctx: _Context, key: str, value: str) -> None:
+    allowed, what = _KAITO_ANNOTATIONS[key]
+    path: Path = ("metadata", "annotations", key)
+    if allowed is not None and value not in allowed:
+        ctx.error(path, f"{key} must be one of {', '.join(allowed)}, found {show_value(value)}")
+    elif key != "kaito.sh/runtime" or value == "vllm":
+        ctx.note(path, f"{key}: {what}")
 
 
 def _rule_resource(ctx: _Context) -> None:
@@ -322,9 +368,9 @@ def _rule_resource(ctx: _Context) -> None:
         ctx.warning(("resource",), f"resource.instanceType is not set: KAITO's default {DEFAULT_INSTANCE_TYPE}{what} "
                                    "is assumed; set it to the instance type of your GPU nodes")
     elif not res.instanceType.strip():
-        ctx.error(("resource", "instanceType"), "instanceType is empty: set it to the instance type of your GPU nodes "
-                                                f"(see kaitoctl skus list), or omit it for KAITO's default "
-                                                f"{DEFAULT_INSTANCE_TYPE}")
+        ctx.note(("resource", "instanceType"), "instanceType is empty: your own GPU nodes (no auto-provisioning); the "
+                                               "GPU fit is checked by the preflight from the nodes' GPU Feature "
+                                               "Discovery labels (nvidia.com/gpu.product, gpu.count, gpu.memory)")
     elif _label_value_problem(res.instanceType):
         ctx.error(("resource", "instanceType"),
                   f"instance type {show_value(res.instanceType)} cannot match any node: nodes carry it in the label "
@@ -340,6 +386,7 @@ def _rule_resource(ctx: _Context) -> None:
             message += "; see kaitoctl skus list"
         ctx.warning(("resource", "instanceType"), message)
     _check_selector(ctx)
+    _check_partition(ctx)
     seen: set[str] = set()
     for i, node in enumerate(res.preferredNodes or []):
         if not node or len(node) > SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.fullmatch(node):
@@ -348,6 +395,50 @@ def _rule_resource(ctx: _Context) -> None:
         elif node in seen:
             ctx.warning(("resource", "preferredNodes", i), f"node {show_value(node)} is listed twice")
         seen.add(node)
+
+
+_MIG_PROFILE = r"[1-9][0-9]*g\.[1-9][0-9]*gb"  # compiled on first use: start-up never pays for it
+
+
+def _check_partition(ctx: _Context) -> None:
+    """resource.partition: a MIG profile or N whole GPUs, on your own nodes only (as KAITO)."""
+    part = ctx.ws.resource.partition
+    base: Path = ("resource", "partition")
+    if part is None:
+        return
+    if not ctx.ws.byo_nodes:
+        ctx.error(base, "partition needs your own nodes: set resource.instanceType to \"\" (KAITO allows a partition "
+                        "only without auto-provisioning), or remove partition", key=True)
+    preset = ctx.preset
+    if preset is not None and preset.distributed:
+        ctx.error(base, f"preset {preset.name} is distributed over several nodes (torchrun); a partition of one "
+                        "node's GPUs cannot hold it: remove partition", key=True)
+    if part.mode == "mig":
+        if part.count is not None:
+            ctx.error(base + ("count",), "count is for mode: accelerator; a MIG partition is one MIG device of the "
+                                         "given profile: remove count")
+        if not part.profile:
+            ctx.error(base + ("profile",) if part.profile is not None else base,
+                      "mode: mig needs a profile, e.g. profile: \"1g.10gb\" (requested as nvidia.com/mig-1g.10gb)")
+        elif not re.fullmatch(_MIG_PROFILE, part.profile):
+            ctx.error(base + ("profile",), f"MIG profile {show_value(part.profile)} is not of the form <n>g.<m>gb "
+                                           "(e.g. 1g.10gb, 3g.40gb, 7g.80gb)")
+        elif preset is not None and preset.total_gpu_memory_bytes:
+            size = int(part.profile.split(".")[1][:-2]) * 10**9
+            if size < preset.total_gpu_memory_bytes:
+                ctx.error(base + ("profile",),
+                          f"MIG profile {part.profile} has {part.profile.split('.')[1][:-2]} GB of GPU memory, but "
+                          f"preset {preset.name} needs {preset.total_gpu_memory}: choose a larger profile or whole "
+                          "GPUs (mode: accelerator)")
+    else:
+        if part.profile is not None:
+            ctx.error(base + ("profile",), "profile is for mode: mig; mode: accelerator takes count (whole GPUs): "
+                                           "remove profile")
+        if part.count is None:
+            ctx.error(base, "mode: accelerator needs count: the number of whole GPUs for the workload (at least 1)",
+                      key=True)
+        elif part.count < 1:
+            ctx.error(base + ("count",), f"count must be at least 1, found {part.count}")
 
 
 def _check_selector(ctx: _Context) -> None:
@@ -457,6 +548,46 @@ def _check_preset(ctx: _Context) -> None:
             ctx.warning(base + ("presetOptions", "image"), warning)
     if options is not None:
         _check_secret_names(ctx, base + ("presetOptions", "imagePullSecrets"), options.imagePullSecrets)
+    _check_model_access(ctx, preset)
+    _check_architecture(ctx, preset)
+
+
+def _check_model_access(ctx: _Context, preset: catalog.Preset) -> None:
+    spec = ctx.ws.inference.preset  # type: ignore[union-attr]
+    secret = ctx.ws.model_access_secret
+    path: Path = ("inference", "preset", "presetOptions", "modelAccessSecret")
+    if secret is not None and not _DNS1123_SUBDOMAIN.fullmatch(secret):
+        ctx.error(path, f"modelAccessSecret must name a Secret in the workspace's namespace (a DNS subdomain), found "
+                        f"{show_value(secret)}")
+    own_image = spec is not None and spec.accessMode == "private"
+    if preset.gated and preset.weights_at_start and not secret and not own_image:
+        ctx.error(path if ctx.ws.inference.preset.presetOptions else ("inference", "preset"),  # type: ignore[union-attr]
+                  f"preset {preset.name} downloads {preset.model_id} from Hugging Face when the pod starts, and that "
+                  "repository is gated: set presetOptions.modelAccessSecret to a Secret whose key HF_TOKEN holds a "
+                  "token of an account that accepted the model's license (kubectl create secret generic hf-token "
+                  "--from-literal=HF_TOKEN=hf_...)")
+    elif secret and not preset.gated:
+        ctx.note(path, f"{preset.model_id} is not gated: the token is passed to the download but not needed")
+
+
+def _check_architecture(ctx: _Context, preset: catalog.Preset) -> None:
+    if not preset.architecture:
+        return
+    arch = catalog.architectures().get(preset.architecture)
+    path: Path = ("inference", "preset", "name")
+    if arch is None or not arch.served:
+        reason = arch.reason if arch is not None else "kaitoctl's catalog does not know this architecture"
+        ctx.error(path, f"preset {preset.name} is a {preset.architecture} model, which kaitoctl's server cannot "
+                        f"serve: {reason}")
+        return
+    sku = ctx.sku
+    if arch.min_compute_capability and sku is not None and sku.vendor == "nvidia":
+        gpu = catalog.get_gpu_model(sku.gpu_model)
+        if gpu is not None and catalog.compute_capability(gpu.compute_capability) < \
+                catalog.compute_capability(arch.min_compute_capability):
+            ctx.error(("resource", "instanceType"),
+                      f"preset {preset.name} ({preset.architecture}) cannot run on {sku.gpu_model} (compute "
+                      f"capability {gpu.compute_capability}) of instance type {sku.name}: {arch.reason}")
 
 
 def _check_template(ctx: _Context, template: dict[str, Any]) -> None:
@@ -549,17 +680,25 @@ def _check_adapter_source(ctx: _Context, path: Path, source: Any) -> None:
              if v is not None]
     if len(kinds) > 1:
         ctx.error(path, f"Exactly one of URLs, Volume, or Image must be specified (found {', '.join(kinds)}): "
-                        "kaitoctl supports image adapters only; keep source.image")
+                        "keep one of source.image and source.volumeSource")
     if source.volumeSource is not None:
-        ctx.error(path + ("volumeSource",), "Volume support is not implemented yet: kaitoctl supports image "
-                                            "adapters only; package the adapter in an image under /data and set "
-                                            "source.image", key=True)
+        volume = source.volumeSource
+        if len(volume) != 1 or not isinstance(next(iter(volume.values())), dict):
+            ctx.error(path + ("volumeSource",), "volumeSource must be one Kubernetes volume source, e.g. "
+                                                "{persistentVolumeClaim: {claimName: my-adapters}}; it is mounted at "
+                                                f"/mnt/adapter/{name or '<name>'}", key=True)
+        elif next(iter(volume)) == "emptyDir":
+            ctx.error(path + ("volumeSource",), "an emptyDir holds no adapter files: use a volume with the adapter "
+                                                "in it (a PersistentVolumeClaim, a CSI volume, ...)", key=True)
+        if name and len(ADAPTER_VOLUME_PREFIX + name) > LABEL_MAX:
+            ctx.error(path + ("name",), f"adapter name {show_value(name)} is too long for its volume "
+                                        f"({ADAPTER_VOLUME_PREFIX}<name>, at most {LABEL_MAX} characters)")
     if source.urls is not None:
-        ctx.error(path + ("urls",), "URL adapters are not supported (by KAITO either): kaitoctl supports image "
-                                    "adapters only; package the adapter in an image under /data and set source.image",
-                  key=True)
+        ctx.error(path + ("urls",), "URL adapters are not supported (by KAITO either): package the adapter in an "
+                                    "image under /data and set source.image, or put it on a volume and set "
+                                    "source.volumeSource", key=True)
     if source.image is None:
-        if not kinds:
+        if not kinds and source.volumeSource is None:
             ctx.error(path + ("image",), "Image of Adapter field must be specified: the image that holds the adapter "
                                          "files under /data")
     else:
@@ -638,6 +777,11 @@ def _rule_gpu_fit(ctx: _Context) -> None:
                   f"preset {preset.name} runs {preset.world_size} processes (its world size), which cannot be split "
                   f"evenly over count {res.count} nodes: set count to one of {', '.join(map(str, divisors))}")
         return
+    split = preset.tensor_parallel_problem(preset.world_size) if preset.distributed else None
+    if split:
+        ctx.error(("inference", "preset", "name"),
+                  f"preset {split}: the catalog entry is inconsistent; "
+                  "choose another preset or serve the model with a template")
     if sku is None:
         return
     if sku.vendor != "nvidia":
@@ -671,17 +815,88 @@ def _rule_gpu_fit(ctx: _Context) -> None:
                         + (" or raise count" if preset.distributed else ""))
 
 
+def _rule_context_fit(ctx: _Context) -> None:
+    """Weights plus one full-context sequence's KV cache against the GPUs a pod gets.
+
+    A note, not a warning: most of today's models have far more context than one GPU holds, and the
+    server serves shorter prompts all the same; the note says how much fits and how to cap it.
+    """
+    preset, sku = ctx.preset, ctx.sku
+    if preset is None or sku is None or not preset.kv_cache_bytes(1) or not preset.weight_bytes or preset.distributed:
+        return
+    if sku.gpu_memory_total_bytes < preset.total_gpu_memory_bytes:
+        return  # already an error of the GPU fit
+    tokens = min(preset.context_length, ctx.max_model_len or preset.context_length)
+    # Room after the weights and 10% for activations and the CUDA context (today's presets' memory figure).
+    room = max(0, sku.gpu_memory_total_bytes - preset.weight_bytes * 11 // 10)
+    need = preset.kv_cache_bytes(tokens)
+    if need > room:
+        fits = room // preset.kv_cache_bytes(1)
+        ctx.note(("resource", "instanceType"),
+                    f"the KV cache of one {tokens}-token sequence of {preset.name} takes "
+                    f"{catalog.format_bytes(need)}, but {sku.name} has {catalog.format_bytes(room)} left after the "
+                    f"weights: about {fits} tokens of context fit; set max-model-len in the inference config "
+                    "(inference.config) or choose larger GPUs")
+
+
+def _rule_references(ctx: _Context) -> None:
+    """The Secret and ConfigMap the workspace names: in the file (then checked here) or in the cluster."""
+    from kaitoctl import companions
+
+    namespace = ctx.ws.metadata.namespace or ""
+    wanted = []
+    if ctx.ws.model_access_secret:
+        wanted.append(("Secret", ctx.ws.model_access_secret, HF_TOKEN_KEY,
+                       ("inference", "preset", "presetOptions", "modelAccessSecret")))
+    if ctx.ws.inference_config:
+        wanted.append(("ConfigMap", ctx.ws.inference_config, INFERENCE_CONFIG_KEY, ("inference", "config")))
+    for kind, name, key, path in wanted:
+        # A ConfigMap/Secret without a namespace goes where the workspace goes (kaitoctl apply puts it there).
+        obj = (ctx.companions or {}).get((kind, namespace, name)) or (ctx.companions or {}).get((kind, "", name))
+        if obj is None:
+            where = f"namespace {namespace}" if namespace else "the namespace it is applied to"
+            ctx.note(path, f"{kind} {name} is not in this file: it must exist in {where} with the key {key} "
+                           "(kaitoctl apply's preflight checks it)")
+            continue
+        if key not in companions.keys(obj):
+            ctx.error(path, f"{kind} {name} (in this file) has no key {key}: add {key} to its "
+                            f"{'stringData' if kind == 'Secret' else 'data'}")
+            continue
+        if kind == "ConfigMap":
+            from kaitoctl.inference_config import interpret
+
+            config = interpret(companions.text_value(obj, key) or "")
+            for problem in config.errors:
+                ctx.error(path, f"ConfigMap {name}: {problem}")
+            for text in config.ignored:
+                ctx.note(path, f"ConfigMap {name}: ignored by kaitoctl's server: {text}")
+            if "KAITOCTL_MAX_MODEL_LEN" in config.settings:
+                ctx.max_model_len = int(config.settings["KAITOCTL_MAX_MODEL_LEN"])
+            if "KAITOCTL_TENSOR_PARALLEL_SIZE" in config.settings and ctx.preset is not None and ctx.sku is not None:
+                from kaitoctl.plan import default_plan
+
+                tp, gpus = int(config.settings["KAITOCTL_TENSOR_PARALLEL_SIZE"]), default_plan(ctx.ws).gpus_per_pod
+                if tp != gpus:
+                    ctx.warning(path, f"ConfigMap {name}: tensor-parallel-size is {tp}, but each pod gets {gpus} "
+                                      f"GPU(s) on {ctx.sku.name}, over which kaitoctl's server spreads the model: "
+                                      f"set tensor-parallel-size: {gpus} (or remove it)")
+
+
 RULES: tuple[Callable[[_Context], None], ...] = (
+    _rule_version,
+    _rule_references,
     _rule_top_level,
     _rule_metadata,
     _rule_resource,
     _rule_inference,
     _rule_adapters,
     _rule_gpu_fit,
+    _rule_context_fit,
 )
 
 
-def validate(ws: Workspace, doc: Optional[LoadedDocument] = None) -> list[Finding]:
+def validate(ws: Workspace, doc: Optional[LoadedDocument] = None,
+             companions: Optional[dict[tuple[str, str, str], dict[str, Any]]] = None) -> list[Finding]:
     """Run every rule on ``ws``; return all findings (errors and warnings), in file order.
 
     ``doc`` (from :func:`kaitoctl.loader.load_file`) supplies the file, line and
@@ -689,7 +904,7 @@ def validate(ws: Workspace, doc: Optional[LoadedDocument] = None) -> list[Findin
     only the field path.
     """
     raw = doc.data if doc is not None and isinstance(doc.data, dict) else ws.model_dump(exclude_unset=True)
-    ctx = _Context(ws, doc, raw)
+    ctx = _Context(ws, doc, raw, companions=companions)
     for rule in RULES:
         rule(ctx)
     return _in_file_order(ctx.findings)
@@ -737,6 +952,11 @@ class Report:
     def workspaces(self) -> list[Workspace]:
         return [d.workspace for d in self.documents if d.workspace is not None]
 
+    @property
+    def companions(self) -> list[dict[str, Any]]:
+        """The file's ConfigMaps and Secrets, in file order."""
+        return [d.companion for d in self.documents if d.companion is not None]
+
 
 def fails(finding: Finding, strict: bool) -> bool:
     """Errors always fail; warnings with --strict; notes never."""
@@ -750,13 +970,27 @@ def check_file(path: str) -> Report:
 
 def check_documents(documents: list[LoadedDocument], path: str = STDIN_NAME) -> Report:
     """Validate documents already loaded (e.g. by :func:`kaitoctl.loader.load_text`), as :func:`check_file` does."""
+    from kaitoctl import companions as comp
+
     findings: dict[int, list[Finding]] = {}
     seen: dict[tuple[str, str], int] = {}
+    objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+    named: set[tuple[str, str, str]] = set()
+    for doc in documents:
+        if doc.companion is not None:
+            ref = comp.ref(doc.companion)
+            if ref in objects:
+                doc.findings.append(doc.finding("error", ("metadata", "name"), f"{ref[0]} {ref[2]} is defined twice "
+                                                                               "in this file: keep one"))
+            objects.setdefault(ref, doc.companion)
     for doc in documents:
         found = list(doc.findings)
         ws = doc.draft  # even when the schema rejected parts: the rules report the rest
         if ws is not None:
-            found.extend(validate(ws, doc))
+            found.extend(validate(ws, doc, objects))
+            namespace = ws.metadata.namespace or ""
+            for ns in {namespace, ""}:
+                named.update({("Secret", ns, ws.model_access_secret or ""), ("ConfigMap", ns, ws.inference_config or "")})
             key = (ws.metadata.namespace or "", ws.name)
             namespace_known = not doc.dropped & {("metadata",), ("metadata", "namespace")}
             if ws.name and namespace_known and key in seen:
@@ -765,6 +999,11 @@ def check_documents(documents: list[LoadedDocument], path: str = STDIN_NAME) -> 
                                          f"{seen[key] + 1} and {doc.index + 1}): give each a different name"))
             seen.setdefault(key, doc.index)
         findings[doc.index] = _in_file_order(found)
+    for doc in documents:
+        if doc.companion is not None and comp.ref(doc.companion) not in named:
+            kind, _, name = comp.ref(doc.companion)
+            findings[doc.index].append(doc.finding("note", (), f"{kind} {name} is not named by a Workspace of this "
+                                                               "file: kaitoctl applies it with them all the same"))
     return Report(documents[0].file if documents else path, documents, findings)
 
 
@@ -807,6 +1046,30 @@ def load_workspaces(path: str, *, strict: bool = False,
     return report.workspaces
 
 
+def load_objects(path: str, *, strict: bool = False, warn: Callable[[Finding], None] = print_warning
+                 ) -> tuple[list[Workspace], list[dict[str, Any]]]:
+    """:func:`load_workspaces`, plus the file's ConfigMaps and Secrets (in file order)."""
+    report = check_file(path)
+    raise_for(report, strict=strict)
+    for finding in report.all_findings:
+        if finding.severity == "warning":
+            warn(finding)
+    return report.workspaces, report.companions
+
+
+def config_data(ws: Workspace, objects: list[dict[str, Any]]) -> Optional[str]:
+    """The content of the inference config ConfigMap ``ws`` names, when ``objects`` (the file) holds it."""
+    from kaitoctl import companions
+
+    if not ws.inference_config:
+        return None
+    refs = {("ConfigMap", ws.metadata.namespace or "", ws.inference_config), ("ConfigMap", "", ws.inference_config)}
+    for obj in objects:
+        if companions.ref(obj) in refs:
+            return companions.text_value(obj, INFERENCE_CONFIG_KEY)
+    return None
+
+
 def check_workspace(ws: Workspace, *, strict: bool = False,
                     warn: Callable[[Finding], None] = print_warning) -> None:
     """Validate a Workspace built in code (e.g. after ``adapters update`` edits one); raise like load_workspaces."""
@@ -821,6 +1084,6 @@ def check_workspace(ws: Workspace, *, strict: bool = False,
 
 
 __all__ = [
-    "Finding", "LoadedDocument", "Report", "validate", "load_workspaces", "check_file", "check_documents",
+    "Finding", "LoadedDocument", "Report", "validate", "load_workspaces", "load_objects", "config_data", "check_file", "check_documents",
     "check_workspace", "raise_for", "fails", "summary", "image_problem", "print_warning",
 ]

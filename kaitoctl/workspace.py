@@ -1,4 +1,10 @@
-"""The Workspace model (kaito.sh/v1alpha1), as KAITO's API types define it.
+"""The Workspace model (kaito.sh/v1alpha1 and kaito.sh/v1beta1), as KAITO's API types define it.
+
+Both versions describe the same object with the same shape (kaito-2026-facts): v1beta1 adds
+``presetOptions.modelAccessSecret``, ``inference.config`` and ``resource.partition`` and
+deprecates a few fields (still accepted). kaitoctl accepts the new fields under both versions
+and records every Workspace under one apiVersion (``API_VERSION``), so a workspace applied as
+v1alpha1 and re-applied as v1beta1 is the same workspace with the same history.
 
 This module is the contract every other part reads: the loader produces these
 objects, validation checks them, rendering turns them into Kubernetes objects.
@@ -20,7 +26,16 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-API_VERSION = "kaito.sh/v1alpha1"
+from kaitoctl.companions import HF_TOKEN_KEY, INFERENCE_CONFIG_KEY  # noqa: F401 - re-exported
+
+API_VERSION = "kaito.sh/v1alpha1"       # the version the record (canonical JSON) is written in
+API_VERSION_BETA = "kaito.sh/v1beta1"
+API_VERSIONS = (API_VERSION, API_VERSION_BETA)
+# v1beta1 fields KAITO marks deprecated (still accepted; validate notes them).
+DEPRECATED_IN_BETA = (
+    ("resource", "count"), ("resource", "preferredNodes"), ("inference", "preset", "accessMode"),
+    ("inference", "preset", "presetOptions", "image"), ("inference", "preset", "presetOptions", "imagePullSecrets"),
+)
 KIND = "Workspace"
 DEFAULT_INSTANCE_TYPE = "Standard_NC12s_v3"
 DEFAULT_STRENGTH = "1.0"
@@ -44,16 +59,27 @@ class LabelSelector(_Strict):
     matchExpressions: Optional[list[LabelSelectorRequirement]] = None
 
 
+class PartitionSpec(_Strict):
+    """resource.partition (v1beta1): a MIG profile, or N whole GPUs for one workload."""
+
+    mode: Literal["mig", "accelerator"]
+    profile: Optional[str] = None   # mig only, e.g. "1g.10gb"
+    count: Optional[int] = None     # accelerator only, >= 1
+
+
 class ResourceSpec(_Strict):
     count: int = 1
+    # "" (written empty) = your own GPU nodes: no instance type, GPU facts from the nodes' labels.
     instanceType: str = DEFAULT_INSTANCE_TYPE
     labelSelector: Optional[LabelSelector] = None
     preferredNodes: Optional[list[str]] = None
+    partition: Optional[PartitionSpec] = None
 
 
 class PresetOptions(_Strict):
     image: Optional[str] = None
     imagePullSecrets: Optional[list[str]] = None
+    modelAccessSecret: Optional[str] = None  # Secret with key HF_TOKEN (gated Hugging Face repos)
 
 
 class PresetSpec(_Strict):
@@ -105,6 +131,7 @@ class InferenceSpec(_Strict):
     preset: Optional[PresetSpec] = None
     template: Optional[dict[str, Any]] = None  # a PodTemplateSpec, schemaless as in KAITO's CRD
     adapters: Optional[list[AdapterSpec]] = None
+    config: Optional[str] = None  # ConfigMap with key inference_config.yaml
 
 
 class TuningSpec(BaseModel):
@@ -142,6 +169,21 @@ class Workspace(_Strict):
         return list(self.inference.adapters or []) if self.inference else []
 
     @property
+    def byo_nodes(self) -> bool:
+        """Empty instanceType: the user's own GPU nodes (no instance type to match or look up)."""
+        return not self.resource.instanceType.strip()
+
+    @property
+    def model_access_secret(self) -> Optional[str]:
+        preset = self.inference.preset if self.inference else None
+        options = preset.presetOptions if preset else None
+        return options.modelAccessSecret if options else None
+
+    @property
+    def inference_config(self) -> Optional[str]:
+        return self.inference.config if self.inference else None
+
+    @property
     def preset_name(self) -> Optional[str]:
         if self.inference and self.inference.preset:
             return self.inference.preset.name
@@ -149,6 +191,9 @@ class Workspace(_Strict):
 
     def canonical(self) -> dict[str, Any]:
         """The Workspace as plain data with defaults filled in and status dropped.
+
+        Recorded under ``API_VERSION`` whichever version the file was written in: the two
+        versions are one object, so switching a file to v1beta1 changes nothing.
 
         This is what gets recorded in the cluster with the workload (the source
         of truth for status, adapters update and rollback) and what a revision

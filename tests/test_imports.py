@@ -116,7 +116,7 @@ def test_help_completion_and_suggestions_see_every_command(capsys: pytest.Captur
     with pytest.raises(SystemExit) as exit_info:
         main(["rollbak"])
     assert exit_info.value.code == 2
-    assert "No such command 'rollbak'. Did you mean 'rollback'?" in capsys.readouterr().err
+    assert "kaitoctl: error: no such command 'rollbak'. Did you mean 'rollback'?" in capsys.readouterr().err
 
     env = {**os.environ, "_KAITOCTL_COMPLETE": "complete_bash", "COMP_WORDS": "kaitoctl s", "COMP_CWORD": "1"}
     proc = subprocess.run([sys.executable, "-m", "kaitoctl"], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -69,7 +69,7 @@ def list_command(
     from rich.table import Table
 
     from kaitoctl.adapters import deployed_adapters
-    from kaitoctl.output import emit, stderr_console, stdout_console
+    from kaitoctl.output import emit, print_table, stderr_console, stdout_console
 
     kube = connect(kubeconfig, context, namespace)
     ns = namespace or kube.namespace
@@ -88,8 +88,7 @@ def list_command(
         table.add_row(row["name"], row["image"], row["strength"], ",".join(row["imagePullSecrets"]) or "-",
                       f"{row['podsWithIt']}/{row['readyPods']} ready pod(s)")
     console = stdout_console()
-    console.width = max(console.width, 200)
-    console.print(table)
+    print_table(table, console)
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,15 +128,15 @@ def print_diff(rows: list["AdapterDiff"], console: Any) -> None:
 def update_command(
     ctx: typer.Context,
     name: OptionalNameArgument = None,
-    adapter: Annotated[Optional[list[str]], typer.Option("--adapter", "--add", help="NAME=IMAGE: add an adapter, "
-                                                         "or replace its image. Repeatable.")] = None,
-    strength: Annotated[Optional[list[str]], typer.Option("--strength", help="NAME=VALUE: set an adapter's "
-                                                          "strength (0 to 1). Repeatable.")] = None,
-    pull_secret: Annotated[Optional[list[str]], typer.Option("--pull-secret", help="NAME=SECRET: the pull secret "
-                                                             "for an adapter's image (repeat for several; "
-                                                             "NAME= clears them).")] = None,
-    remove: Annotated[Optional[list[str]], typer.Option("--remove", help="NAME: remove an adapter. "
-                                                        "Repeatable.")] = None,
+    adapter: Annotated[Optional[list[str]], typer.Option(
+        "--adapter", "--add", metavar="NAME=IMAGE", help="Add an adapter, or replace its image. Repeatable.")] = None,
+    strength: Annotated[Optional[list[str]], typer.Option(
+        "--strength", metavar="NAME=VALUE", help="Set an adapter's strength (0 to 1). Repeatable.")] = None,
+    pull_secret: Annotated[Optional[list[str]], typer.Option(
+        "--pull-secret", metavar="NAME=SECRET",
+        help="The pull secret for an adapter's image (repeat for several; NAME= clears them).")] = None,
+    remove: Annotated[Optional[list[str]], typer.Option(
+        "--remove", metavar="NAME", help="Remove an adapter. Repeatable.")] = None,
     filename: OptionalFileOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would change.")] = False,
     namespace: NamespaceOption = None,
@@ -209,7 +208,9 @@ def _history(kube: Any, name: str, namespace: str) -> tuple["History", int]:
     history = hist.read(kube, name, namespace)
     current = _running_revision(kube, name, namespace)
     if not history.revisions:
-        raise NotFound(f"no history recorded for workspace {namespace}/{name} "
+        from kaitoctl.kube import namespace_missing
+
+        raise namespace_missing(kube, namespace) or NotFound(f"no history recorded for workspace {namespace}/{name} "
                        f"(ConfigMap {hist.configmap_name(name)} not found)",
                        hint="history starts with the first `kaitoctl apply`")
     return history, current
@@ -237,7 +238,7 @@ def history_command(
     """The revisions of a workspace (the last 10): when, what changed in adapters and strengths, how it went."""
     from rich.table import Table
 
-    from kaitoctl.output import emit, stdout_console
+    from kaitoctl.output import emit, print_table, stdout_console
 
     kube = connect(kubeconfig, context, namespace)
     ns = namespace or kube.namespace
@@ -254,8 +255,7 @@ def history_command(
         seconds = f"{rev.rollout_seconds:.0f}s" if rev.rollout_seconds is not None else "-"
         table.add_row(f"{rev.revision}{mark}", rev.time, rev.change, rev.outcome, seconds, "; ".join(rev.changes))
     console = stdout_console()
-    console.width = max(console.width, 160)
-    console.print(table)
+    print_table(table, console)
     console.print("* = running now", markup=False)
     for rev in reversed(history.revisions):
         if rev.failure:
@@ -296,9 +296,8 @@ def rollback_command(
                              hint=f"recorded revisions: {known} (`kaitoctl history {name}`)")
     else:
         running = history.get(current)
-        candidates = [r for r in reversed(history.revisions) if r.revision < current
-                      and r.outcome != "failed"
-                      and (running is None or r.workspace != running.workspace)]
+        candidates = [r for r in history.good(below=current)
+                      if running is None or r.workspace != running.workspace]
         if not candidates:
             raise UsageError(f"workspace {ns}/{name} has no earlier revision to roll back to",
                              hint=f"recorded revisions: {known}; pick one with --to-revision")

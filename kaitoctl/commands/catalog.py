@@ -14,7 +14,7 @@ import typer
 
 from kaitoctl.commands._options import OutputOption
 from kaitoctl.errors import UsageError
-from kaitoctl.output import OutputFormat
+from kaitoctl.output import OutputFormat, print_table
 
 presets_app = typer.Typer(name="presets", help="The model presets kaitoctl knows (KAITO's 17).",
                           no_args_is_help=True)
@@ -35,16 +35,6 @@ def _preset_dict(preset: Any) -> dict[str, Any]:
         data.pop("extra", None)
     data["image"] = preset.image() if preset.access == "public" else None
     return data
-
-
-def _print_table(table: Any) -> None:
-    """Print a table to stdout; when piped, never truncate cells to a terminal's width."""
-    from kaitoctl.output import stdout_console
-
-    console = stdout_console()
-    if not console.is_terminal:
-        console.width = 400
-    console.print(table)
 
 
 def _sku_dict(sku: Any) -> dict[str, Any]:
@@ -69,19 +59,21 @@ def presets_list(output: OutputOption = OutputFormat.table) -> None:
     wide = output is OutputFormat.wide
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("NAME", "MODEL", "GPUS", "GPU MEMORY", "PER GPU", "ACCESS", "DISTRIBUTED"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "NAME")  # what people type: never wrapped
     if wide:
         for column in ("DTYPE", "PIPELINE", "IMAGE"):
             table.add_column(column)
     for p in presets:
         name = p.name + (" (small)" if p.small else "")
         row = [name, p.model_id, str(p.gpu_count), p.total_gpu_memory,
-               "-" if p.per_gpu_memory_bytes == 0 else p.per_gpu_memory, p.access,
+               "-" if p.per_gpu_memory_bytes == 0 else p.per_gpu_memory,
+               p.access + (" (gated: modelAccessSecret)" if p.gated else ""),
                f"yes ({p.world_size} processes)" if p.distributed else "no"]
         if wide:
-            row += [p.dtype, p.pipeline, p.image() if p.access == "public" else "(your image)"]
+            row += [p.dtype, p.pipeline, (p.image() + (" + weights at start" if p.weights_at_start else ""))
+                    if p.access == "public" else "(your image)"]
         table.add_row(*(Text(cell) for cell in row))
-    _print_table(table)
+    print_table(table)
 
 
 @presets_app.command("show")
@@ -117,7 +109,7 @@ def presets_show(
         elif value is None or value == "":
             value = "-"
         table.add_row(Text(key), Text(str(value)))
-    _print_table(table)
+    print_table(table)
 
 
 @skus_app.command("list")
@@ -138,7 +130,7 @@ def skus_list(
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("NAME", "CLOUD", "GPUS", "GPU MEMORY", "PER GPU", "GPU MODEL"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "NAME")  # what people type: never wrapped
     if output is OutputFormat.wide:
         table.add_column("NOTE")
     for s in skus:
@@ -146,7 +138,7 @@ def skus_list(
         if output is OutputFormat.wide:
             row.append(s.note or "-")
         table.add_row(*(Text(cell) for cell in row))
-    _print_table(table)
+    print_table(table)
 
 
 def register(app: typer.Typer) -> None:

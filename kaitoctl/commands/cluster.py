@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from kaitoctl.commands._options import (ContextOption, KubeconfigOption, NamespaceOption, OptionalFileOption,
-                                        FileOption)
+                                        FileOption, RegistryOption)
 from kaitoctl.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -186,6 +186,8 @@ def print_preflight(report: "PreflightReport", console: Any) -> None:
     """The preflight verdict: one row per matching node, then problems, warnings and the strategy."""
     from rich.table import Table
 
+    from kaitoctl.output import print_table
+
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for column in ("NODE", "INSTANCE", "READY", "GPUS ALLOC", "REQUESTED", "FREE", "FITS", "WHY NOT"):
         table.add_column(column, no_wrap=column != "WHY NOT", overflow="fold")
@@ -196,9 +198,11 @@ def print_preflight(report: "PreflightReport", console: Any) -> None:
     console.print(f"preflight {report.namespace}/{report.workspace}: {report.count} pod(s) of "
                   f"{report.gpus_per_pod} GPU(s)", markup=False, highlight=False)
     if report.rows:
-        console.print(table)
+        print_table(table, console)
     if report.unmatched_nodes:
         console.print(f"({report.unmatched_nodes} other node(s) do not match the labelSelector)", markup=False)
+    if report.image:
+        console.print(report.image, markup=False, highlight=False)
     for problem in report.problems:
         console.print(f"✗ {problem}", markup=False, highlight=False)
     for warning in report.warnings:
@@ -231,9 +235,7 @@ def apply_command(
     no_rollback: NoRollbackOption = False,
     output: Annotated[Optional[ObjectsFormat], typer.Option("-o", "--output", help="Also print the objects "
                                                              "(as sent, or as the server returned them).")] = None,
-    registry: Annotated[Optional[str], typer.Option("--registry", help="Registry of the public preset images "
-                                                    "(default: $KAITOCTL_PRESET_REGISTRY, else ghcr.io/kaitoctl).")]
-    = None,
+    registry: RegistryOption = None,
     strict: ValidationStrictOption = False,
 ) -> None:
     """Validate, preflight, server-side apply and watch the rollout of each Workspace in FILE.
@@ -244,16 +246,16 @@ def apply_command(
     is rolled back to the previous revision unless --no-rollback.
     """
     from kaitoctl.apply import ApplyOptions, apply_workspace
-    from kaitoctl.validate import load_workspaces
+    from kaitoctl.validate import load_objects
 
     wait = wait_flag(ctx, no_wait, default=True)
     timeout_s = parse_duration(timeout)
-    workspaces = load_workspaces(filename, strict=strict)
+    workspaces, companions = load_objects(filename, strict=strict)
     ui = ConsoleUI(objects_format=output.value if output else None)
     kube = connect(kubeconfig, context, namespace)
     opts = ApplyOptions(dry_run=dry_run.value, force_conflicts=force_conflicts, skip_preflight=skip_preflight,
                         wait=wait, timeout_s=timeout_s, allow_downtime=allow_downtime, rollback=not no_rollback,
-                        registry=registry, namespace=namespace)
+                        registry=registry, namespace=namespace, companions=companions)
     for ws in workspaces:
         run_interruptible(lambda: apply_workspace(kube, ws, opts, ui), ws.name,
                           ws.metadata.namespace or namespace or kube.namespace, ui)
@@ -280,6 +282,7 @@ def preflight_command(
     kubeconfig: KubeconfigOption = None,
     output: ReportOutputOption = ReportFormat.table,
     strict: ValidationStrictOption = False,
+    registry: RegistryOption = None,
 ) -> None:
     """Check, without writing anything, that the cluster can run each Workspace in FILE.
 
@@ -290,12 +293,12 @@ def preflight_command(
     from kaitoctl.apply import preflight_report
     from kaitoctl.errors import PreflightFailed
     from kaitoctl.output import emit, stdout_console
-    from kaitoctl.validate import load_workspaces
+    from kaitoctl.validate import load_objects
 
-    workspaces = load_workspaces(filename, strict=strict)
+    workspaces, companions = load_objects(filename, strict=strict)
     kube = connect(kubeconfig, context, namespace)
     ui = ConsoleUI(preflight_table=False)
-    reports = [preflight_report(kube, ws, namespace, ui) for ws in workspaces]
+    reports = [preflight_report(kube, ws, namespace, ui, registry, companions=companions) for ws in workspaces]
     if output is ReportFormat.table:
         for report in reports:
             print_preflight(report, stdout_console())
@@ -340,12 +343,16 @@ def status_command(
     if name is None:
         if watch:
             raise UsageError("--watch needs a workspace NAME")
-        views = st.list_workspaces(kube, namespace, all_namespaces)
+        views = st.list_workspaces(kube, namespace, all_namespaces, warn=ConsoleUI().warn)
         if output in (StatusFormat.json, StatusFormat.yaml):
             emit([v.to_dict() for v in views], output.value)
         else:
+            from kaitoctl.kube import namespace_missing
+
+            ns = namespace or kube.namespace
+            gone = not views and not all_namespaces and namespace_missing(kube, ns) is not None
             print_status_table(views, wide=output is StatusFormat.wide, all_namespaces=all_namespaces,
-                               namespace=namespace or kube.namespace)
+                               namespace=ns, missing=" (the namespace does not exist)" if gone else "")
         return
     if all_namespaces:
         raise UsageError("-A cannot be combined with a workspace NAME; use -n NAMESPACE")
@@ -355,8 +362,10 @@ def status_command(
 
         view = st.get_workspace(kube, name, ns)
         ui = ConsoleUI()
-        run_interruptible(lambda: rollout.watch(kube, view.kind, name, ns, timeout_s=parse_duration(timeout),
-                                                on_progress=ui.progress), name, ns, ui)
+        watched = run_interruptible(lambda: rollout.watch(kube, view.kind, name, ns, timeout_s=parse_duration(timeout),
+                                                          on_progress=ui.progress), name, ns, ui)
+        if watched is not None:
+            _record_watched(kube, name, ns, view.revision, ui)
     view = st.get_workspace(kube, name, ns)
     if output in (StatusFormat.json, StatusFormat.yaml):
         data = view.to_dict()
@@ -367,6 +376,23 @@ def status_command(
         print_status_detail(view)
 
 
+def _record_watched(kube: "Kube", name: str, namespace: str, revision: int, ui: ConsoleUI) -> None:
+    """A revision whose apply stopped watching early (interrupted, --wait=false) has now rolled out: say so."""
+    from kaitoctl import history as hist
+    from kaitoctl.errors import ClusterError
+
+    try:
+        recorded = hist.read(kube, name, namespace)
+        entry = recorded.get(revision)
+        was = entry.outcome if entry is not None else None
+        if was in ("interrupted", "applied", "applying"):
+            # How long the whole rollout took is unknown here (this watch saw only its end).
+            hist.finish(kube, recorded, revision, outcome="succeeded")
+            ui.step(f"revision {revision} recorded as succeeded (was {was})")
+    except ClusterError as err:
+        ui.warn(f"the rollout finished, but its history entry could not be updated: {err.message}")
+
+
 def _event_dict(ev: dict[str, Any]) -> dict[str, Any]:
     from kaitoctl.rollout import event_time
 
@@ -375,14 +401,15 @@ def _event_dict(ev: dict[str, Any]) -> dict[str, Any]:
             "reason": ev.get("reason"), "message": ev.get("message"), "count": ev.get("count", 1)}
 
 
-def print_status_table(views: list["WorkspaceView"], *, wide: bool, all_namespaces: bool, namespace: str) -> None:
+def print_status_table(views: list["WorkspaceView"], *, wide: bool, all_namespaces: bool, namespace: str,
+                       missing: str = "") -> None:
     from rich.table import Table
 
-    from kaitoctl.output import stderr_console, stdout_console
+    from kaitoctl.output import print_table, stderr_console
 
     if not views:
         where = "any namespace" if all_namespaces else f"namespace {namespace!r}"
-        stderr_console().print(f"No workspaces found in {where}.", markup=False)
+        stderr_console().print(f"No workspaces found in {where}{missing}.", markup=False)
         return
     columns = (["NAMESPACE"] if all_namespaces else []) + [
         "NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACESUCCEEDED", "AGE",
@@ -401,9 +428,7 @@ def print_status_table(views: list["WorkspaceView"], *, wide: bool, all_namespac
         if wide:
             row += [str(v.revision), v.strategy, ",".join(v.nodes) or "-", v.image]
         table.add_row(*row)
-    console = stdout_console()
-    console.width = max(console.width, 250)
-    console.print(table)
+    print_table(table)
 
 
 def print_status_detail(view: "WorkspaceView") -> None:
@@ -480,6 +505,9 @@ def delete_command(
     kubeconfig: KubeconfigOption = None,
     no_wait: NoWaitOption = False,
     timeout: TimeoutOption = "5m",
+    ignore_not_found: Annotated[bool, typer.Option(
+        "--ignore-not-found", help="A workspace that does not exist (e.g. already deleted) is not an error: exit 0, "
+                                   "as kubectl delete --ignore-not-found.")] = False,
 ) -> None:
     """Delete exactly the objects kaitoctl created for a workspace (found by its labels).
 
@@ -504,7 +532,8 @@ def delete_command(
         targets.append((name or "", namespace or kube.namespace))
     ui = ConsoleUI()
     for ws_name, ns in targets:
-        delete_workspace(kube, ws_name, ns, wait=wait, timeout_s=timeout_s, report=ui.result)
+        delete_workspace(kube, ws_name, ns, wait=wait, timeout_s=timeout_s, report=ui.result,
+                         ignore_not_found=ignore_not_found)
         if wait:
             ui.step(f"the pods of {ns}/{ws_name} are gone")
 

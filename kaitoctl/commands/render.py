@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kaitoctl.commands._options import FileOption, StrictOption
+from kaitoctl.commands._options import FileOption, RegistryOption, StrictOption
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from kaitoctl.loader import Finding
@@ -30,13 +30,7 @@ def render_command(
     filename: FileOption,
     output: Annotated[RenderFormat, typer.Option("-o", "--output", help="yaml (a --- stream) or json (a v1 List).")]
     = RenderFormat.yaml,
-    registry: Annotated[
-        Optional[str],
-        typer.Option(
-            "--registry",
-            help="Registry of the public preset images (default: $KAITOCTL_PRESET_REGISTRY, else ghcr.io/kaitoctl).",
-        ),
-    ] = None,
+    registry: RegistryOption = None,
     strict: StrictOption = False,
 ) -> None:
     """Print the Kubernetes objects for each Workspace in FILE (no cluster needed).
@@ -45,17 +39,26 @@ def render_command(
     and the rollout strategy (with the reason on stderr). `kaitoctl apply`
     computes the same from the live nodes instead.
     """
+    from kaitoctl.companions import redacted
     from kaitoctl.output import emit
     from kaitoctl.plan import default_plan
+    from kaitoctl.registry import preset_image
     from kaitoctl.render import render_workspace
-    from kaitoctl.validate import load_workspaces
+    from kaitoctl.validate import config_data, load_objects
 
-    objects: list[dict] = []
-    for ws in load_workspaces(filename, strict=strict, warn=_print_warning):
+    workspaces, companions = load_objects(filename, strict=strict, warn=_print_warning)
+    # The file's ConfigMaps and Secrets first, as apply sends them; Secret values never printed.
+    objects: list[dict] = [redacted(obj) for obj in companions]
+    for ws in workspaces:
         plan = default_plan(ws)
         if plan.reason:
             print(f"# {ws.name}: {plan.strategy}: {plan.reason}", file=sys.stderr)
-        objects.extend(render_workspace(ws, plan, registry=registry))
+        image = preset_image(ws, registry)
+        if image is not None:  # where the pods would pull from; never a silent default
+            print(f"# {ws.name}: " + (image.describe() if image.registry else
+                  f"{image.image} is a placeholder: {image.problem()}; `kaitoctl apply` refuses it"),
+                  file=sys.stderr)
+        objects.extend(render_workspace(ws, plan, registry=registry, config_data=config_data(ws, companions)))
     emit(objects, output.value)
 
 

@@ -79,15 +79,15 @@ def _serve_model(model: str, adapters: list[tuple[str, str, float]], *, host: st
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UsageError(f"--adapter: {', '.join(duplicates)} given more than once; each name may appear once")
+    from kaitoctl.local import require_server_extra, run_until_stopped, server_import_error
+
+    require_server_extra("serve")
     try:
         from kaitoctl_server import local
         from kaitoctl_server.config import AdapterRef, ServerConfig, check_adapter_name
         from kaitoctl_server.errors import StartupError
     except ImportError as err:
-        raise ServeError(
-            f"the inference server is not installed ({err})",
-            hint="install it with: pip install 'kaitoctl[server]'",
-        ) from None
+        raise server_import_error(err) from None
     from kaitoctl.output import stderr_console
 
     console = stderr_console()
@@ -117,7 +117,7 @@ def _serve_model(model: str, adapters: list[tuple[str, str, float]], *, host: st
             bind=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             max_tokens=max_tokens,
         )
-        local.run(config, on_ready=ready)
+        run_until_stopped(local, config, ready)
     except StartupError as err:
         raise ServeError(str(err)) from None
 
@@ -130,6 +130,7 @@ def _serve_workspace(filename: str, name: Optional[str], model: Optional[str], a
     from kaitoctl.validate import load_workspaces
 
     err = stderr_console()
+    local.require_server_extra("serve")
     ws = local.pick_workspace(load_workspaces(filename), name, filename)
     plan = local.plan_workspace(ws, model=model, adapter_dirs=local.parse_adapter_dirs(adapter_options, ws),
                                 adapter_dir=adapter_dir)
@@ -138,8 +139,12 @@ def _serve_workspace(filename: str, name: Optional[str], model: Optional[str], a
         err.print(f"kaitoctl: {message}", markup=False)
 
     def ready(served: Any, url: str) -> None:
-        for line in local.merge_summary(served):
-            progress(line)
+        processes = getattr(served, "processes", 1)
+        if processes > 1:  # the merge summary is in rank 0's log line above ("ready: ...")
+            progress(f"the model is split over {processes} processes (tensor parallel, as the preset's pods run it)")
+        else:
+            for line in local.merge_summary(served):
+                progress(line)
         progress(f"workspace/{ws.name} is being served at {url} (OpenAI base URL {url}/v1); press Ctrl-C to stop")
         out = stdout_console()
         out.print("Try it:", markup=False)
@@ -211,6 +216,11 @@ def register(app: typer.Typer) -> None:
         max_tokens: Annotated[
             int, typer.Option("--max-tokens", min=1, help="Most new tokens one request may ask for.")
         ] = 4096,
+        nproc: Annotated[
+            int, typer.Option("--nproc", min=1, help="With -f: split the model over N processes on this machine "
+                                                     "(tensor parallel, torchrun; gloo on a CPU), as a distributed "
+                                                     "preset's pods do.")
+        ] = 1,
     ) -> None:
         """Serve a model, with LoRA adapters merged in, on this machine (KAITO and OpenAI APIs).
 
@@ -222,7 +232,8 @@ def register(app: typer.Typer) -> None:
             if model is None:
                 raise UsageError("serve needs --model DIR, or -f WORKSPACE.yaml",
                                  hint="try `kaitoctl demo` for a tiny model served end to end")
-            for flag, value in (("--name", name), ("--adapter-dir", adapter_dir)):
+            split = nproc if nproc > 1 else None
+            for flag, value in (("--name", name), ("--adapter-dir", adapter_dir), ("--nproc", split)):
                 if value is not None:
                     raise UsageError(f"{flag} works with -f only")
             _serve_model(
@@ -240,7 +251,7 @@ def register(app: typer.Typer) -> None:
 
         options = LocalOptions(host=host, port=port, dtype=dtype.value if dtype else None, device=device.value,
                                api_key=api_key, max_tokens=max_tokens,
-                               allow_pickled_adapters=allow_pickled_adapters)
+                               allow_pickled_adapters=allow_pickled_adapters, nproc=nproc)
         _serve_workspace(filename, name, model, list(adapter or []), str(adapter_dir) if adapter_dir else None,
                          options)
 

@@ -39,6 +39,7 @@ def validate_command(
     With --strict, warnings fail too.
     """
     from kaitoctl.output import emit, stderr_console, stdout_console
+    from kaitoctl.registry import preset_image
     from kaitoctl.validate import check_file, fails, raise_for, summary
 
     report = check_file(filename)
@@ -51,6 +52,10 @@ def validate_command(
             out = stdout_console()
             for ws in report.workspaces:
                 out.print(summary(ws), markup=False)
+                image = preset_image(ws)
+                if image is not None and image.registry is None:  # `apply` would refuse: say it now
+                    err.print(f"kaitoctl: {ws.name}: note: {image.problem()}; `kaitoctl apply` refuses it until "
+                              "then", markup=False)
     else:
         emit({
             "file": report.file,
@@ -58,8 +63,10 @@ def validate_command(
             "documents": [
                 {
                     "index": doc.index,
-                    "name": (doc.draft.name or None) if doc.draft else None,
-                    "valid": doc.workspace is not None and not [
+                    "kind": doc.data.get("kind") if isinstance(doc.data, dict) else None,
+                    "name": ((doc.draft.name or None) if doc.draft else
+                             (doc.companion["metadata"]["name"] if doc.companion is not None else None)),
+                    "valid": (doc.workspace is not None or doc.companion is not None) and not [
                         f for f in report.findings[doc.index] if fails(f, strict)],
                     "summary": summary(doc.workspace) if doc.workspace else None,
                     "findings": [f.to_dict() for f in report.findings[doc.index]],

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -21,7 +22,7 @@ MODEL_IMAGE = "ghcr.io/kaitoctl/kaitoctl-falcon-7b:0.1.0"
 
 def kaitoctl_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAITOCTL_")}
-    env.update(KUBECONFIG=os.devnull, NO_COLOR="1", COLUMNS="200", PYTHONUNBUFFERED="1")
+    env.update(KUBECONFIG=os.devnull, NO_COLOR="1", COLUMNS="200", PYTHONUNBUFFERED="1", KAITOCTL_PRESET_REGISTRY="ghcr.io/kaitoctl")
     return env
 
 
@@ -129,3 +130,28 @@ def ready_pods(sim: KubeSim, name: str, namespace: str = "default") -> list[dict
         if any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod["status"].get("conditions") or []):
             out.append(pod)
     return out
+
+
+def scheduler_retry(sim: KubeSim, namespace: str = "default") -> None:
+    """What kube-scheduler does on each retry of a pending pod: its FailedScheduling event again (count and
+    lastTimestamp bumped), so the cluster's clock, moved by ``sim.advance``, shows in a timestamp."""
+    for event in sim.list("Event", namespace):
+        if event.get("reason") == "FailedScheduling":
+            sim.add_event("Pod", namespace, event["involvedObject"]["name"], "FailedScheduling", event["message"],
+                          type_="Warning", component="default-scheduler")
+
+
+class Lines:
+    """Reads a running command's stderr in the background, so a test can wait for a line."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(stream.readline, "")), daemon=True)
+        self._thread.start()
+
+    def has(self, text):
+        return any(text in line for line in list(self.lines))
+
+    def text(self):
+        self._thread.join(timeout=30)
+        return "".join(self.lines)

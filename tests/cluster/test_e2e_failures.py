@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .conftest import MODEL_IMAGE, adapter, gpu_node, workspace_doc, writes
+from .conftest import MODEL_IMAGE, Lines, adapter, gpu_node, scheduler_retry, workspace_doc, writes
 
 ADAPTER_IMAGE = "registry.example.com/adapters/sql:1"
 
@@ -89,10 +89,16 @@ def test_unschedulable_quotes_the_scheduler(sim, kaitoctl, write_ws):
     assert refused.returncode == 5
     assert "0 GPU(s) free, a pod needs 1 (1 requested by other pods)" in refused.stdout
 
-    result = kaitoctl("apply", "-f", path, "--skip-preflight", "--timeout", "60s")
-    assert result.returncode == 6, result.stderr
+    proc = kaitoctl.start("apply", "-f", path, "--skip-preflight", "--timeout", "60s")
+    stderr = Lines(proc.stderr)
+    sim.wait_until(lambda: stderr.has("no node fits yet; waiting for a cluster autoscaler or Karpenter to add one"),
+                   timeout=30.0, what="kaitoctl waiting for an autoscaler")
+    sim.advance(90)     # no autoscaler answers within the first minute: it will not heal
+    scheduler_retry(sim)
+    assert proc.wait(timeout=60) == 6
+    err = stderr.text()
     assert re.match(r"kaitoctl: error: pod falcon-\S+ cannot be scheduled: 0/1 nodes are available: "
-                    r"1 Insufficient nvidia\.com/gpu", _error_line(result.stderr))
+                    r"1 Insufficient nvidia\.com/gpu.*still failing after 1m", _error_line(err))
 
 
 def test_progress_deadline_exceeded(sim, kaitoctl, write_ws):

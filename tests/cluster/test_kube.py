@@ -42,6 +42,34 @@ def test_forbidden_cluster_scoped_needs_a_clusterrole():
         in err.details
 
 
+@pytest.mark.parametrize("message, headline, hint", [
+    ('deployments.apps "llm" is forbidden: unable to create new content in namespace ml because it is being '
+     "terminated", "namespace 'ml' is being deleted: cannot patch deployments.apps", "wait until it is gone"),
+    ('deployments.apps "llm" is forbidden: exceeded quota: gpu, requested: requests.nvidia.com/gpu=1',
+     "a ResourceQuota refused it: cannot patch deployments.apps", "kubectl describe resourcequota"),
+    ('admission webhook "validate.kyverno.svc" denied the request: images must come from registry.internal',
+     "an admission webhook refused it: cannot patch deployments.apps", "the webhook's message"),
+    ("deployments.apps \"llm\" is forbidden: ValidatingAdmissionPolicy 'gpu-limit' with binding 'b' denied request: "
+     "at most 4 GPUs", "an admission policy refused it: cannot patch deployments.apps", "the policy's message"),
+])
+def test_a_403_that_is_not_rbac_says_what_refused_it(message, headline, hint):
+    # Before: every 403 was explained as missing RBAC, with a rule that would not have helped.
+    err = kube.api_error(403, json.dumps(_status(403, message)), "patch", DEPLOY, "llm", "ml", SERVER)
+    assert err.message.startswith(headline)
+    assert f"server said: {message}" in err.details
+    assert not any("RBAC rule" in d for d in err.details)
+    assert hint in err.hint
+
+
+def test_a_missing_namespace_says_so():
+    body = _status(404, 'namespaces "nope" not found')
+    body["details"] = {"name": "nope", "kind": "namespaces"}
+    err = kube.api_error(404, json.dumps(body), "patch", kube.KINDS["Service"], "llm", "nope", SERVER)
+    assert isinstance(err, NotFound)
+    assert err.message == "namespace 'nope' not found"
+    assert "kubectl create namespace nope" in err.hint
+
+
 def test_unauthorized_names_the_server():
     err = kube.api_error(401, json.dumps(_status(401, "Unauthorized")), "list", NODES, None, None, SERVER)
     assert err.message == f"unauthorized: the API server at {SERVER} did not accept kaitoctl's credentials to list nodes"

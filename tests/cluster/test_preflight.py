@@ -138,6 +138,9 @@ def test_a_stuck_surge_pod_does_not_block_the_next_surge():
     assert report.plan.strategy == "RollingUpdate"
     assert _row(report, "a").gpus_free == 0
     assert _row(report, "a").gpus_free_for_surge == 1
+    # The text under the table counts as the table's FREE column does, and says where the other GPU comes from.
+    assert ("on a (0 free now, 1 once this workspace's pod(s) that are not Ready give theirs up)"
+            in report.plan.reason)
     # ... but a pod of someone else's is not ours to replace.
     pods[1]["metadata"]["labels"] = {"app": "other"}
     assert check(workspace(), pod_spec(1), [node("a", gpus=2)], pods, namespace="default").plan.strategy == "Recreate"

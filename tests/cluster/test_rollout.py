@@ -181,10 +181,75 @@ def test_unschedulable_quotes_the_scheduler():
     assert f.reason == "Unschedulable"
     assert f.message == "pod llm-abc cannot be scheduled: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
     assert describe_pod(p) == "Pending: Unschedulable"
-    # ... unless the cluster autoscaler is adding a node for it.
+    # The first Unschedulable is waited out for a minute: an autoscaler may not have reacted yet.
+    assert f.grace_s == 60.0
+    # ... and longer while the cluster autoscaler is adding a node for it.
     scale_up = [{"type": "Normal", "reason": "TriggeredScaleUp", "message": "pod triggered scale-up",
-                 "involvedObject": {"kind": "Pod", "name": "llm-abc"}}]
-    assert diagnose_pod(p, scale_up, []) is None
+                 "involvedObject": {"kind": "Pod", "name": "llm-abc"}, "firstTimestamp": "2024-01-01T00:00:10Z"}]
+    scaling = diagnose_pod(p, scale_up, [])
+    assert scaling.grace_s == 900.0
+    assert scaling.waiting == "no node fits yet; a cluster autoscaler asked for one at 2024-01-01T00:00:10Z"
+
+
+UNSCHEDULABLE = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                  "lastTransitionTime": "2024-01-01T00:00:00Z",
+                  "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
+
+
+def _event(reason, message, at, type_="Warning", name="llm-abc"):
+    return {"type": type_, "reason": reason, "message": message, "firstTimestamp": at, "lastTimestamp": at,
+            "involvedObject": {"kind": "Pod", "name": name}}
+
+
+def test_unschedulable_is_waited_out_while_an_autoscaler_adds_a_node_then_fails():
+    workload = deployment(available=0, ready=0)
+    p = pod(node=None, conditions=UNSCHEDULABLE)
+    asked = _event("TriggeredScaleUp", "pod triggered scale-up: [{gpu-pool 0->1 (max: 3)}]",
+                   "2024-01-01T00:00:12Z", type_="Normal")
+    early = rollout_status(workload, [p], [asked, _event("FailedScheduling", "0/3", "2024-01-01T00:03:00Z")])
+    assert early.failure is None
+    assert early.message == ("no node fits yet; a cluster autoscaler asked for one at 2024-01-01T00:00:12Z; "
+                             "waiting up to 15m (unschedulable for 2m)")
+    late = rollout_status(workload, [p], [asked, _event("FailedScheduling", "0/3", "2024-01-01T00:20:00Z")])
+    assert late.failure.reason == "Unschedulable"
+    assert late.failure.message.endswith("still failing after 19m")
+
+
+def test_unschedulable_fails_at_once_when_nothing_can_match_or_the_autoscaler_declines():
+    mismatch = [{**UNSCHEDULABLE[0],
+                 "message": "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."}]
+    status = rollout_status(deployment(available=0, ready=0), [pod(node=None, conditions=mismatch)], [])
+    assert status.failure.reason == "Unschedulable"
+    declined = _event("NotTriggerScaleUp", "pod didn't trigger scale-up: 1 max node group size reached",
+                      "2024-01-01T00:00:15Z", type_="Normal")
+    status = rollout_status(deployment(available=0, ready=0), [pod(node=None, conditions=UNSCHEDULABLE)], [declined])
+    assert status.failure.reason == "Unschedulable"
+    assert status.failure.details == ["event NotTriggerScaleUp: pod didn't trigger scale-up: 1 max node group "
+                                      "size reached"]
+
+
+def test_a_throttled_image_pull_is_waited_out_and_a_missing_image_is_not():
+    too_many = "failed to pull: unexpected status from GET request to https://ghcr.io/v2/x/manifests/1: 429 Too Many Requests"
+    first = _event("Failed", f'Failed to pull image "ghcr.io/kaitoctl/falcon-7b:0.1": {too_many}',
+                   "2024-01-01T00:00:00Z")
+    later = _event("BackOff", "Back-off pulling image", "2024-01-01T00:00:45Z", type_="Normal")
+    throttled = pod(init=DONE_INIT, containers=[waiting("llm", "ErrImagePull", too_many)])
+    status = rollout_status(deployment(available=0, ready=0), [throttled], [first, later])
+    assert status.failure is None
+    assert status.message == ("image pull failing for 45 s: ErrImagePull (registry answered 429), waiting up to 5m "
+                              "before giving up")
+    # The watcher's own clock counts too (a quiet cluster writes no new timestamps).
+    status = rollout_status(deployment(available=0, ready=0), [throttled], [first], seen_for=lambda key: 301.0)
+    assert status.failure.reason == "ErrImagePull"
+    for message in ("manifest unknown", "docker.io/x/y:1: not found", "pull access denied, repository does not "
+                    "exist or may require authorization"):
+        missing = pod(init=DONE_INIT, containers=[waiting("llm", "ErrImagePull", message)])
+        assert rollout_status(deployment(available=0, ready=0), [missing], []).failure.reason == "ErrImagePull"
+    invalid = pod(init=DONE_INIT, containers=[waiting("llm", "InvalidImageName", "couldn't parse image name")])
+    assert rollout_status(deployment(available=0, ready=0), [invalid], []).failure.reason == "InvalidImageName"
+    unavailable = pod(init=DONE_INIT, containers=[waiting("llm", "RegistryUnavailable", "503 Service Unavailable")])
+    status = rollout_status(deployment(available=0, ready=0), [unavailable], [])
+    assert status.failure is None and "RegistryUnavailable (registry answered 503)" in status.message
 
 
 def test_only_pods_of_the_current_template_are_diagnosed():

@@ -87,6 +87,7 @@ class Fault:
     message: str
     causes: Optional[list[dict[str, str]]] = None
     times: int = 1
+    after: int = 0          # matching requests let through before the fault starts
 
 
 @dataclass(eq=False)
@@ -148,14 +149,21 @@ class FaultProxy:
     # ------------------------------------------------------------------ hooks
 
     def fail_next(self, verb: str, resource: str, code: int, message: str,
-                  causes: Optional[list[dict[str, str]]] = None, times: int = 1) -> None:
+                  causes: Optional[list[dict[str, str]]] = None, times: int = 1, after: int = 0) -> None:
         with self.lock:
-            self.faults.append(Fault(verb, resource, code, message, causes, times))
+            self.faults.append(Fault(verb, resource, code, message, causes, times, after))
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults.clear()
 
     def take_fault(self, verb: str, resource: str) -> Optional[Fault]:
         with self.lock:
             for fault in self.faults:
                 if fault.verb in (verb, "*") and fault.resource in (resource, "*"):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        return None
                     fault.times -= 1
                     if fault.times <= 0:
                         self.faults.remove(fault)

@@ -335,7 +335,30 @@ class KubeSim:
         self._call("DELETE", self._path(kind, namespace, name), body={"propagationPolicy": propagation},
                    ok=(200, 202, 404))
 
-    # ------------------------------------------------------------------ kubelet behaviour (kwok)
+    def add_event(self, kind: str, namespace: Optional[str], name: str, reason: str, message: str,
+                  type_: str = "Normal", component: str = "cluster-autoscaler") -> dict[str, Any]:
+        """A real Event about an object, as another controller records it (e.g. the cluster autoscaler's
+        ``TriggeredScaleUp`` on a pending pod); a repeat bumps count and lastTimestamp."""
+        obj = self.get(kind, namespace, name)
+        if obj is None:
+            raise KeyError(f"{kind} {namespace}/{name} does not exist")
+        meta = obj["metadata"]
+        ns = namespace or "default"
+        event_name = f"{meta['name']}.{component}.{reason}".lower()[:253]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        existing = self.get("Event", ns, event_name)
+        if existing is not None:
+            return self._call("PATCH", self._path("Event", ns, event_name),
+                              body={"count": int(existing.get("count") or 1) + 1, "lastTimestamp": now,
+                                    "message": message}, content_type="application/merge-patch+json")
+        event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": event_name, "namespace": ns},
+                 "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj["kind"], "name": meta["name"],
+                                    "namespace": meta.get("namespace"), "uid": meta["uid"],
+                                    "resourceVersion": meta.get("resourceVersion")},
+                 "reason": reason, "message": message, "type": type_, "source": {"component": component},
+                 "firstTimestamp": now, "lastTimestamp": now, "count": 1, "reportingComponent": component}
+        return self._create("Event", ns, event)
+
 
     def set_image_behaviour(self, image: str, behaviour: str, **opts: Any) -> None:
         """What pods show for containers running ``image``: see README.md (``ok`` by default)."""
@@ -364,6 +387,9 @@ class KubeSim:
                 out = {A + "fault": behaviour, A + "container": c["name"], A + "init": str(init).lower(),
                        A + "exit-code": str(opts.get("exit_code", 137 if behaviour == "oom" else 1)),
                        A + "reason": "OOMKilled" if behaviour == "oom" else "Error"}
+                if behaviour in ("crash", "oom", "init_error") and opts.get("termination_message"):
+                    # what the container wrote to its terminationMessagePath: the terminated state's message
+                    out[A + "message"] = str(opts["termination_message"])
                 if behaviour == "pull_error":
                     image = c.get("image", "")
                     out[A + "message"] = opts.get("message", f'rpc error: code = NotFound desc = failed to pull and '
@@ -466,10 +492,20 @@ class KubeSim:
     # ------------------------------------------------------------------ faults (the proxy)
 
     def fail_next(self, verb: str, resource: str, code: int, message: str,
-                  causes: Optional[list[dict[str, str]]] = None, times: int = 1) -> None:
-        """The next matching request(s) through the proxy get this Status (``causes``: reason/field/message)."""
+                  causes: Optional[list[dict[str, str]]] = None, times: int = 1, after: int = 0) -> None:
+        """The next matching request(s) through the proxy get this Status (``causes``: reason/field/message);
+        ``after``: let that many matching requests through first (1: the dry run passes, the write fails)."""
         assert self.proxy is not None
-        self.proxy.fail_next(verb, resource, code, message, causes, times)
+        self.proxy.fail_next(verb, resource, code, message, causes, times, after)
+
+    def clear_faults(self) -> None:
+        """Forget every ``forbid`` (the role is given back) and every ``fail_next`` not used up yet."""
+        assert self.proxy is not None
+        self.proxy.clear_faults()
+        if self._forbidden:
+            probe = next(iter(self._forbidden))
+            self._forbidden.clear()
+            self._rbac_changed(*probe, True)
 
     def drop_watches(self) -> None:
         assert self.proxy is not None
@@ -483,8 +519,30 @@ class KubeSim:
     # ------------------------------------------------------------------ time
 
     def advance(self, seconds: float) -> None:
-        """Real time cannot be moved: a Deployment whose progressDeadlineSeconds would have passed
-        gets progressDeadlineSeconds 1, and the deployment controller declares the deadline exceeded."""
+        """Real time cannot be moved, so what kaitoctl measures grace periods from moves back instead.
+
+        Every Event's ``firstTimestamp`` and every not-Ready pod's condition times go ``seconds``
+        earlier (the admin may write both; ``lastTimestamp`` stays, so the cluster's latest time is
+        still now), and a Deployment whose progressDeadlineSeconds would have passed gets
+        progressDeadlineSeconds 1, so the deployment controller declares the deadline exceeded.
+        """
+        for event in self.list("Event"):
+            first = event.get("firstTimestamp") or event.get("eventTime") or event.get("lastTimestamp")
+            if first:
+                meta = event["metadata"]
+                self._call("PATCH", self._path("Event", meta["namespace"], meta["name"]),
+                           body={"firstTimestamp": _shifted(first, seconds)},
+                           content_type="application/merge-patch+json", ok=(200, 404))
+        for pod in self.list("Pod"):
+            meta = pod["metadata"]
+            if meta["namespace"] in SYSTEM_NAMESPACES or _ready(pod) or meta.get("deletionTimestamp"):
+                continue
+            conditions = [{**c, "lastTransitionTime": _shifted(c["lastTransitionTime"], seconds)}
+                          if c.get("lastTransitionTime") else c for c in pod["status"].get("conditions") or []]
+            self._call("PATCH", self._path("Pod", meta["namespace"], meta["name"]) + "/status",
+                       body={"metadata": {"resourceVersion": meta["resourceVersion"]},
+                             "status": {"conditions": conditions}},
+                       content_type="application/merge-patch+json", ok=(200, 404, 409))
         for deploy in self.list("Deployment"):
             if deploy["spec"].get("progressDeadlineSeconds", 600) <= seconds:
                 meta = deploy["metadata"]
@@ -539,6 +597,14 @@ class KubeSim:
         for kind in ("ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy"):
             self._call("DELETE", self._path(kind, None), ok=(200, 404))
         self._call("DELETE", self._path("Lease", "kube-node-lease"), ok=(200, 404))
+
+
+def _shifted(timestamp: str, seconds: float) -> str:
+    """An RFC 3339 time ``seconds`` earlier, in the API's second precision."""
+    import datetime
+
+    when = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")) - datetime.timedelta(seconds=seconds)
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _images(pod: dict[str, Any]) -> set[str]:

@@ -17,6 +17,19 @@ def _as_user(sim: KubeSim, method: str, path: str, **kwargs):
                             verify=str(sim.plane.ca), timeout=30, **kwargs)
 
 
+def _last_terminated(sim: KubeSim, image: str):
+    """Pod p running ``image`` on a fresh kwok node: its container's lastState.terminated, once kwok set it."""
+    sim.add_node("gpu-1", gpus=1)
+    pod = {"metadata": {"name": "p"}, "spec": {"nodeName": "gpu-1", "containers": [{"name": "main", "image": image}]}}
+    sim._create("Pod", "default", pod)
+
+    def last_state():
+        status = (sim.get("Pod", "default", "p") or {}).get("status") or {}
+        return ((status.get("containerStatuses") or [{}])[0].get("lastState") or {}).get("terminated")
+
+    return sim.wait_until(last_state, 15, f"the terminated container of {image}")
+
+
 def test_a_test_finds_no_nodes_pods_or_objects_of_the_one_before():
     controlplane.skip_unless_available()
     with KubeSim() as first:
@@ -63,17 +76,41 @@ def test_expired_history_sends_410_to_old_resumes(sim):
 
 
 def test_image_behaviours_reach_the_pod_status_through_kwok(sim):
-    sim.add_node("gpu-1", gpus=1)
     sim.set_image_behaviour("registry.example/oom:1", "oom")
-    pod = {"metadata": {"name": "p"}, "spec": {"nodeName": "gpu-1",
-                                                "containers": [{"name": "main", "image": "registry.example/oom:1"}]}}
-    sim._create("Pod", "default", pod)
-
-    def last_state():
-        status = (sim.get("Pod", "default", "p") or {}).get("status") or {}
-        return ((status.get("containerStatuses") or [{}])[0].get("lastState") or {}).get("terminated")
-
-    terminated = sim.wait_until(last_state, 15, "the OOMKilled container")
+    terminated = _last_terminated(sim, "registry.example/oom:1")
     assert (terminated["reason"], terminated["exitCode"]) == ("OOMKilled", 137)
     events = [(e["type"], e["reason"]) for e in sim.list("Event", "default") if e["involvedObject"]["name"] == "p"]
     assert ("Warning", "BackOff") in events
+
+
+def test_fail_next_after_lets_the_first_requests_through_and_clear_faults_disarms(sim):
+    path = "/api/v1/namespaces/default/configmaps"
+    sim.fail_next("create", "configmaps", 500, "etcdserver: request timed out", after=1)
+    assert _as_user(sim, "POST", path, json={"metadata": {"name": "a"}}).status_code == 201
+    assert _as_user(sim, "POST", path, json={"metadata": {"name": "b"}}).status_code == 500
+    sim.fail_next("create", "configmaps", 500, "never reached")
+    sim.forbid("list", "configmaps")
+    sim.clear_faults()
+    assert _as_user(sim, "POST", path, json={"metadata": {"name": "c"}}).status_code == 201
+    names = {c["metadata"]["name"] for c in _as_user(sim, "GET", path).json()["items"]}
+    assert {"a", "c"} <= names and "b" not in names
+
+
+def test_crash_termination_message_reaches_the_last_state(sim):
+    sim.set_image_behaviour("registry.example/crash:1", "crash", termination_message="weights: sha256 mismatch")
+    terminated = _last_terminated(sim, "registry.example/crash:1")
+    assert terminated["message"] == "weights: sha256 mismatch"
+
+
+def test_add_event_is_a_real_event_and_advance_moves_its_start_back(sim):
+    sim.add_node("gpu-1", gpus=1)
+    sim.add_pod("default", "p", "gpu-1")
+    first = sim.add_event("Pod", "default", "p", "TriggeredScaleUp", "pod triggered scale-up")
+    again = sim.add_event("Pod", "default", "p", "TriggeredScaleUp", "pod triggered scale-up")
+    assert again["count"] == 2 and again["involvedObject"]["uid"] == sim.get("Pod", "default", "p")["metadata"]["uid"]
+    sim.advance(300)
+    moved = sim.get("Event", "default", first["metadata"]["name"])
+    assert moved["lastTimestamp"] == again["lastTimestamp"]
+    from kubesim.sim import _shifted
+
+    assert moved["firstTimestamp"] == _shifted(first["firstTimestamp"], 300)

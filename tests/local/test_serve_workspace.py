@@ -176,3 +176,60 @@ def test_a_hugging_face_id_is_served_from_the_local_cache_offline_and_sigterm_st
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=60) == 0
     assert "using acme/tiny-llama from the Hugging Face cache" in server.stderr
+
+
+def test_serve_f_nproc_splits_the_model_over_processes_with_the_same_answers(
+        tiny: Tiny, tmp_path: Path, start_server) -> None:
+    import time
+
+    import psutil
+
+    ws = tmp_path / "ws.yaml"
+    ws.write_text(workspace_yaml("ws-split", {"a1": "0.3", "a2": "0.9"}))
+    server = start_server("serve", "-f", str(ws), "--model", str(tiny.model), "--adapter-dir", str(tiny.adapters),
+                          "--nproc", "2")
+    server.wait_ready(timeout=180)
+    assert server.get("/health") == {"status": "Healthy", "rank": 0, "world_size": 2}
+    assert server.post("/v1/completions", GREEDY)["choices"][0]["text"] == in_process_completion(
+        tiny, {"a1": 0.3, "a2": 0.9})
+    processes = psutil.Process(server.proc.pid).children(recursive=True)
+    # kaitoctl sees rank 0 healthy on its own poll, a moment after this test did: wait for its lines.
+    deadline = time.monotonic() + 60
+    while server.stdout.count("curl ") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "split over 2 processes" in server.stderr
+    assert "tensor-parallel rank 1 of 2" in server.stderr  # the second process loaded its own slice
+    curl_lines = [line for line in server.stdout.splitlines() if line.strip().startswith("curl ")]
+    assert len(curl_lines) == 2 and '"model": "llama"' in curl_lines[1], server.stdout
+    assert server.interrupt() == 0, server.stderr
+    _gone, alive = psutil.wait_procs(processes, timeout=30)
+    assert not alive, server.stderr
+    # Rank 0 stopped gracefully and told rank 1 to end: no broken group, no traceback from torchrun.
+    assert "Traceback" not in server.stderr and "broken" not in server.stderr, server.stderr
+
+
+def test_nproc_that_does_not_divide_the_presets_heads_is_a_usage_error(tiny: Tiny, tmp_path: Path) -> None:
+    ws = tmp_path / "ws.yaml"
+    ws.write_text(workspace_yaml("ws-13b", {}, preset="llama-2-13b", instance_type="Standard_NC12s_v3")
+                  .replace("    name: llama-2-13b\n", "    name: llama-2-13b\n    accessMode: private\n"
+                           "    presetOptions:\n      image: r.io/me/llama:1\n"))
+    result = run_cli("serve", "-f", str(ws), "--model", str(tiny.model), "--nproc", "3")
+    assert result.returncode == 2, result.stderr
+    assert ("--nproc 3: llama-2-13b has 40 attention heads and 40 key/value heads, which cannot be split evenly "
+            "over 3 processes (tensor parallel); the process count must divide them: 1, 2, 4, 5, 8, 10, 20, 40"
+            in result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+def test_a_killed_serve_nproc_leaves_no_server_processes_behind(tiny: Tiny, tmp_path: Path, start_server) -> None:
+    import psutil
+
+    ws = tmp_path / "ws.yaml"
+    ws.write_text(workspace_yaml("ws-split", {}))
+    server = start_server("serve", "-f", str(ws), "--model", str(tiny.model), "--nproc", "2")
+    server.wait_ready(timeout=180)
+    processes = psutil.Process(server.proc.pid).children(recursive=True)
+    assert len(processes) >= 3  # torchrun and its two ranks
+    server.proc.kill()  # no chance to clean up: the job must still end with it
+    _gone, alive = psutil.wait_procs(processes, timeout=90)
+    assert not alive, server.stderr

@@ -9,6 +9,7 @@ import signal
 import threading
 import urllib.request
 from pathlib import Path
+from typing import Any, Optional
 
 import pytest
 
@@ -126,3 +127,90 @@ def test_the_local_server_stops_on_sigterm_and_restores_the_handler() -> None:
     serve_forever(_hello, "127.0.0.1", free_port(), on_ready=lambda _url: os.kill(os.getpid(), signal.SIGTERM))
     assert set(threading.enumerate()) <= before
     assert signal.getsignal(signal.SIGTERM) is handler
+
+
+@pytest.mark.parametrize("no_color", ["1", None])
+def test_the_local_servers_access_log_has_no_colour_codes_off_a_terminal_or_with_no_color(
+        no_color: Optional[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """`kaitoctl serve 2> server.log`, or NO_COLOR: werkzeug's 4xx lines without ANSI escape codes."""
+    import logging
+    import urllib.error
+
+    from kaitoctl_server.local import serve_forever
+
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def ask(url: str) -> None:
+        for path in ("/", "/nope"):
+            try:
+                with urllib.request.urlopen(url + path, timeout=30) as answer:
+                    codes.append(answer.status)
+            except urllib.error.HTTPError as err:
+                codes.append(err.code)
+        stop.set()
+
+    def not_found_but_root(environ: dict, start_response: Any) -> list[bytes]:
+        status = "200 OK" if environ["PATH_INFO"] == "/" else "404 NOT FOUND"
+        start_response(status, [("Content-Type", "text/plain")])
+        return [b"x"]
+
+    client: list[threading.Thread] = []
+
+    def ready(url: str) -> None:
+        client.append(threading.Thread(target=ask, args=(url,)))
+        client[0].start()
+
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        serve_forever(not_found_but_root, "127.0.0.1", free_port(), on_ready=ready, stop_event=stop)
+    client[0].join(timeout=30)
+    assert codes == [200, 404]
+    lines = [record.getMessage() for record in caplog.records if record.name == "werkzeug"]
+    assert any('"GET /nope HTTP/1.1" 404' in line for line in lines), lines
+    assert not any("\x1b[" in line for line in lines), lines
+
+
+def test_ctrl_c_while_the_model_loads_says_what_it_interrupted(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from kaitoctl.cli import main
+    from kaitoctl_server import local as server_local
+
+    def interrupted_while_loading(config: Any, **_: Any) -> None:
+        raise KeyboardInterrupt  # Ctrl-C before on_ready: the model is still loading
+
+    monkeypatch.setattr(server_local, "run", interrupted_while_loading)
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--model", str(tmp_path), "--port", str(free_port())])
+    err = capsys.readouterr().err
+    assert info.value.code == 130
+    assert err.splitlines()[-1] == (f"kaitoctl: interrupted while loading the model from {tmp_path} (load, adapter "
+                                    "merge, move to the device): nothing was served")
+
+
+def test_ctrl_c_once_serving_still_propagates_to_the_server_loop() -> None:
+    class Served:
+        def run(self, config: Any, *, on_ready: Any, stop_event: Any = None) -> None:
+            on_ready(object(), "http://127.0.0.1:1")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        local.run_until_stopped(Served(), object(), lambda served, url: None)
+
+
+def test_a_ctrl_c_that_no_command_catches_is_not_silent(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    from kaitoctl import catalog
+    from kaitoctl.cli import main
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(catalog, "presets", interrupted)
+    with pytest.raises(SystemExit) as info:
+        main(["presets", "list"])
+    assert info.value.code == 130
+    assert capsys.readouterr().err.splitlines() == ["kaitoctl: interrupted"]

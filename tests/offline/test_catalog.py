@@ -38,7 +38,7 @@ KAITO_PRESETS = {
 
 
 def test_all_17_kaito_presets_in_kaitos_order() -> None:
-    assert list(catalog.presets()) == list(KAITO_PRESETS)
+    assert list(catalog.presets())[:17] == list(KAITO_PRESETS)
 
 
 @pytest.mark.parametrize("name", list(KAITO_PRESETS))
@@ -71,8 +71,10 @@ def test_preset_lookup_and_image() -> None:
 
 @pytest.mark.parametrize("name", [n for n, p in catalog.presets().items() if p.small])
 def test_small_presets_fit_a_single_t4(name: str) -> None:
-    assert triples(findings_of(mutate({"inference.preset.name": name,
-                                       "resource.instanceType": "Standard_NC4as_T4_v3"}))) == []
+    # Notes never fail (the KV-cache note says how much context fits); nothing else may be found.
+    assert [t for t in triples(findings_of(mutate({"inference.preset.name": name,
+                                                   "resource.instanceType": "Standard_NC4as_T4_v3"})))
+            if t[0] != "note"] == []
 
 
 def test_there_is_a_small_preset() -> None:
@@ -99,14 +101,14 @@ def test_kaito_example_placements_fit(name: str) -> None:
     preset: dict = {"name": name}
     if catalog.presets()[name].access == "private":
         preset.update(accessMode="private", presetOptions={"image": f"r.io/me/{name}:0.0.3"})
-    assert triples(findings_of(mutate({"inference.preset": preset, "resource.instanceType": sku,
-                                       "resource.count": count}))) == []
+    assert [t for t in triples(findings_of(mutate({"inference.preset": preset, "resource.instanceType": sku,
+                                                   "resource.count": count}))) if t[0] != "note"] == []
 
 
 def test_sku_counts_and_clouds() -> None:
     skus = catalog.skus()
-    assert len(skus) == 95
-    assert sum(s.cloud == "azure" for s in skus.values()) == 38
+    assert len(skus) == 97  # KAITO's 95 of 2024, plus the H100/H200 nodes today's biggest presets need
+    assert sum(s.cloud == "azure" for s in skus.values()) == 40
     assert sum(s.cloud == "aws" for s in skus.values()) == 57
 
 

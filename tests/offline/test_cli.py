@@ -167,10 +167,10 @@ def test_presets_list_table_and_json(capsys) -> None:
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["NAME", "MODEL", "GPUS"]
-    assert len(lines) == 18 and any(line.startswith("phi-3-mini-4k-instruct (small)") for line in lines)
+    assert len(lines) == 37 and any(line.startswith("phi-3-mini-4k-instruct (small)") for line in lines)
     code, out, _ = run(["presets", "list", "-o", "json"], capsys)
     items = json.loads(out)["items"]
-    assert [p["name"] for p in items][:2] == ["falcon-7b", "falcon-7b-instruct"] and len(items) == 17
+    assert [p["name"] for p in items][:2] == ["falcon-7b", "falcon-7b-instruct"] and len(items) == 36
     falcon = items[0]
     assert falcon["image"] == "ghcr.io/kaitoctl/kaitoctl-falcon-7b:0.1.0" and falcon["kaito_tag"] == "0.0.5"
 
@@ -197,7 +197,7 @@ def test_skus_list_by_cloud(capsys) -> None:
     items = json.loads(out)["items"]
     assert code == 0 and len(items) == 57 and {s["cloud"] for s in items} == {"aws"}
     code, out, _ = run(["skus", "list"], capsys)
-    assert len(out.splitlines()) == 1 + 95
+    assert len(out.splitlines()) == 1 + 97
     row = next(line for line in out.splitlines() if line.startswith("Standard_NC12s_v3 "))
     assert row.split()[:5] == ["Standard_NC12s_v3", "azure", "2", "32Gi", "16Gi"]
 
@@ -222,7 +222,8 @@ def test_subprocess_invalid_from_stdin() -> None:
         "  <stdin>:12:11: inference.preset.name: Unsupported inference preset name gpt-5; valid names: falcon-7b, "
         "falcon-7b-instruct, falcon-40b, falcon-40b-instruct, mistral-7b, mistral-7b-instruct, phi-2, "
         "phi-3-mini-4k-instruct, phi-3-mini-128k-instruct, phi-3-medium-4k-instruct, phi-3-medium-128k-instruct, "
-        "llama-2-7b, llama-2-7b-chat, llama-2-13b, llama-2-13b-chat, llama-2-70b, llama-2-70b-chat",
+        "llama-2-7b, llama-2-7b-chat, llama-2-13b, llama-2-13b-chat, llama-2-70b, llama-2-70b-chat, "
+        "llama-3.1-8b-instruct, llama-3.3-70b-instruct, deepseek-r1-0528, deepseek-v3-0324, ministral-3-3b-instruct, ministral-3-8b-instruct, ministral-3-14b-instruct, mistral-large-3-675b-instruct, phi-3.5-mini-instruct, phi-4-mini-instruct, phi-4, qwen2.5-coder-7b-instruct, qwen2.5-coder-32b-instruct, deepseek-r1-distill-qwen-14b, deepseek-r1-distill-llama-8b, gemma-3-4b-instruct, gemma-3-27b-instruct, gpt-oss-20b, gpt-oss-120b",
     ]
     assert result.stderr.splitlines()[-1] == "hint: fix the fields listed above, then run: kaitoctl validate -f -"
     assert "Traceback" not in result.stderr

@@ -153,3 +153,27 @@ def test_unknown_sku_is_a_warning_and_skips_the_fit() -> None:
                                            "resource.instanceType": "Standard_NC4as_T4_v4"})))
     assert [(s, p) for s, p, _ in findings] == [("warning", "resource.instanceType")]
     assert "the GPU fit is unchecked" in findings[0][2]
+
+
+def test_every_distributed_preset_splits_its_heads_over_its_world_size() -> None:
+    distributed = [p for p in catalog.presets().values() if p.distributed]
+    assert distributed
+    for preset in distributed:
+        assert preset.num_heads and preset.num_kv_heads, preset.name
+        assert preset.tensor_parallel_problem(preset.world_size) is None, preset.name
+
+
+def test_heads_that_do_not_divide_by_the_world_size_are_named(monkeypatch) -> None:
+    import dataclasses
+
+    real = catalog.presets()
+    broken = dataclasses.replace(real["llama-2-70b"], num_kv_heads=12)  # 12 key/value heads over 8 processes
+    monkeypatch.setattr(catalog, "presets", lambda: {**real, "llama-2-70b": broken})
+    findings = triples(findings_of(mutate({
+        "inference.preset": {"name": "llama-2-70b", "accessMode": "private",
+                             "presetOptions": {"image": "r.io/me/llama:1"}},
+        "resource.instanceType": "Standard_ND96asr_v4", "resource.count": 1})))
+    assert findings == [("error", "inference.preset.name",
+                         "preset llama-2-70b has 12 key/value heads, which cannot be split evenly over 8 processes "
+                         "(tensor parallel); the process count must divide them: 1, 2, 4: "
+                         "the catalog entry is inconsistent; choose another preset or serve the model with a template")]

@@ -55,7 +55,7 @@ def test_unknown_field_has_position_path_and_did_you_mean() -> None:
 
 def test_unknown_field_without_close_match_lists_valid_fields() -> None:
     assert formatted(VALID.replace("  preset:", "  zzz: 1\n  preset:")) == [
-        'ws.yaml:11:3: inference.zzz: unknown field "zzz": valid fields of inference are preset, template, adapters']
+        'ws.yaml:11:3: inference.zzz: unknown field "zzz": valid fields of inference are preset, template, adapters, config']
 
 
 def test_all_schema_errors_of_a_document_are_reported_together() -> None:
@@ -64,7 +64,7 @@ def test_all_schema_errors_of_a_document_are_reported_together() -> None:
         'ws.yaml:6:10: resource.count: expected an integer, found a string ("2")',
         "ws.yaml:7:17: resource.instanceType: expected a string, found an integer (12): quote it",
         'ws.yaml:8:3: resource.nodes: unknown field "nodes": valid fields of resource are count, instanceType, '
-        "labelSelector, preferredNodes",
+        "labelSelector, preferredNodes, partition",
     ]
 
 
@@ -90,21 +90,22 @@ def test_literal_choice_suggests_the_right_case() -> None:
 def test_spec_key_is_explained() -> None:
     text = "apiVersion: kaito.sh/v1alpha1\nkind: Workspace\nmetadata: {name: x}\nspec:\n  resource: {}\n"
     assert formatted(text) == [
-        "ws.yaml:4:1: spec: a Workspace has no spec: key: in KAITO's kaito.sh/v1alpha1 API, resource and inference "
-        "sit at the top level, next to metadata; move them out of spec: and remove it"]
+        "ws.yaml:4:1: spec: a Workspace has no spec: key: in KAITO's kaito.sh/v1alpha1 and v1beta1 APIs, resource and "
+        "inference sit at the top level, next to metadata; move them out of spec: and remove it"]
 
 
 @pytest.mark.parametrize("header,expected", [
-    ("apiVersion: kaito.sh/v1beta1\nkind: Workspace\n",
-     'ws.yaml:1:13: apiVersion: apiVersion "kaito.sh/v1beta1" is not supported: kaitoctl reads kaito.sh/v1alpha1 '
-     "Workspaces; set apiVersion: kaito.sh/v1alpha1"),
+    ("apiVersion: kaito.sh/v1alpha2\nkind: Workspace\n",
+     'ws.yaml:1:13: apiVersion: apiVersion "kaito.sh/v1alpha2" is not supported: kaitoctl reads kaito.sh/v1alpha1 '
+     "or kaito.sh/v1beta1 Workspaces; set apiVersion: kaito.sh/v1beta1"),
     ("apiVersion: apps/v1\nkind: Deployment\n",
      'ws.yaml:2:7: kind: expected kind: Workspace, found "Deployment": kaitoctl reads only KAITO Workspace objects '
-     "(kaito.sh/v1alpha1); remove other objects from this file"),
-    ("kind: Workspace\n", "ws.yaml:1:1: apiVersion: apiVersion is missing: add apiVersion: kaito.sh/v1alpha1"),
+     "(kaito.sh/v1alpha1 or kaito.sh/v1beta1) and the ConfigMaps and Secrets next to them; remove other objects "
+     "from this file"),
+    ("kind: Workspace\n", "ws.yaml:1:1: apiVersion: apiVersion is missing: add apiVersion: kaito.sh/v1beta1"),
     ("apiVersion: kaito.sh/v1alpha1\n", "ws.yaml:1:1: kind: kind is missing: add kind: Workspace"),
     ("apiVersion: example.com/v1\nkind: Workspace\n",
-     'ws.yaml:1:13: apiVersion: expected apiVersion: kaito.sh/v1alpha1, found "example.com/v1"'),
+     'ws.yaml:1:13: apiVersion: expected apiVersion: kaito.sh/v1alpha1 or kaito.sh/v1beta1, found "example.com/v1"'),
 ])
 def test_identity_errors(header: str, expected: str) -> None:
     body = VALID.split("\n", 2)[2]

@@ -264,7 +264,7 @@ SEVERAL_FINDINGS = [
     "multi.yaml:10:19: resource.count: count must be at least 1, found 0: it is the number of GPU nodes (and of "
     "replicas for presets that are not distributed)",
     'multi.yaml:10:96: resource.gpus: unknown field "gpus": valid fields of resource are count, instanceType, '
-    "labelSelector, preferredNodes",
+    "labelSelector, preferredNodes, partition",
     # Checked across documents even though document 3 has a schema error of its own.
     "multi.yaml:15:18: metadata.name: workspace ws-a is defined twice in this file (documents 1 and 3): give each a "
     "different name",
@@ -273,7 +273,8 @@ SEVERAL_FINDINGS = [
     "multi.yaml:24:35: metadata.namespace: expected a string, found a list",
     # Other kinds of object are not checked further (their metadata.name is not a workspace name).
     'multi.yaml:29:7: kind: expected kind: Workspace, found "Deployment": kaitoctl reads only KAITO Workspace '
-    "objects (kaito.sh/v1alpha1); remove other objects from this file",
+    "objects (kaito.sh/v1alpha1 or kaito.sh/v1beta1) and the ConfigMaps and Secrets next to them; remove other "
+    "objects from this file",
 ]
 
 

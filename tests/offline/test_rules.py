@@ -11,11 +11,15 @@ import pytest
 
 from ._support import BASE, DELETE, adapter, findings_of, mutate, triples
 
+URL_ADAPTERS = ("URL adapters are not supported (by KAITO either): package the adapter in an image under /data and "
+                "set source.image, or put it on a volume and set source.volumeSource")
 HEX64 = "0123456789abcdef" * 4
 VALID_NAMES = ("falcon-7b, falcon-7b-instruct, falcon-40b, falcon-40b-instruct, mistral-7b, mistral-7b-instruct, "
                "phi-2, phi-3-mini-4k-instruct, phi-3-mini-128k-instruct, phi-3-medium-4k-instruct, "
                "phi-3-medium-128k-instruct, llama-2-7b, llama-2-7b-chat, llama-2-13b, llama-2-13b-chat, "
-               "llama-2-70b, llama-2-70b-chat")
+               "llama-2-70b, llama-2-70b-chat, "
+               # today's presets (kaito-2026-facts)
+               "llama-3.1-8b-instruct, llama-3.3-70b-instruct, deepseek-r1-0528, deepseek-v3-0324, ministral-3-3b-instruct, ministral-3-8b-instruct, ministral-3-14b-instruct, mistral-large-3-675b-instruct, phi-3.5-mini-instruct, phi-4-mini-instruct, phi-4, qwen2.5-coder-7b-instruct, qwen2.5-coder-32b-instruct, deepseek-r1-distill-qwen-14b, deepseek-r1-distill-llama-8b, gemma-3-4b-instruct, gemma-3-27b-instruct, gpt-oss-20b, gpt-oss-120b")
 NOT_PORTABLE = ("strength is not portable to KAITO's vLLM runtime (it rejects adapter strength; KAITO's "
                 "transformers runtime and kaitoctl honour it)")
 TEMPLATE = {"spec": {"containers": [{"name": "server", "image": "r.io/team/server:1.0"}]}}
@@ -142,10 +146,10 @@ REJECTED = [
     ("instance-type-defaulted", {"resource.instanceType": DELETE}, [
         ("warning", "resource", "resource.instanceType is not set: KAITO's default Standard_NC12s_v3 (2 × NVIDIA "
                                 "V100) is assumed; set it to the instance type of your GPU nodes")]),
-    ("instance-type-empty", {"resource.instanceType": ""}, [
-        ("error", "resource.instanceType", "instanceType is empty: set it to the instance type of your GPU nodes "
-                                           "(see kaitoctl skus list), or omit it for KAITO's default "
-                                           "Standard_NC12s_v3")]),
+    ("instance-type-empty-is-your-own-nodes", {"resource.instanceType": ""}, [
+        ("note", "resource.instanceType", "instanceType is empty: your own GPU nodes (no auto-provisioning); the GPU "
+                                          "fit is checked by the preflight from the nodes' GPU Feature Discovery "
+                                          "labels (nvidia.com/gpu.product, gpu.count, gpu.memory)")]),
     ("unknown-instance-type-is-a-warning", {"resource.instanceType": "Standard_XYZ"}, [
         ("warning", "resource.instanceType", "instance type \"Standard_XYZ\" is not in kaitoctl's catalog, so the GPU "
                                              "fit is unchecked here (the preflight checks the nodes' GPUs against the "
@@ -305,20 +309,23 @@ REJECTED = [
          "invalid image reference \"https://r.io/a/b:1\": give the reference without a scheme (no https://); "
          "expected registry/repository:tag or registry/repository@sha256:<digest>")]),
     ("adapter-urls", {"inference.adapters": [{"source": {"name": "a", "urls": ["https://x"]}}]}, [
-        ("error", "inference.adapters[0].source.urls",
-         "URL adapters are not supported (by KAITO either): kaitoctl supports image adapters only; package the "
-         "adapter in an image under /data and set source.image")]),
-    ("adapter-volume", {"inference.adapters": [{"source": {"name": "a", "volumeSource": {"emptyDir": {}}}}]}, [
-        ("error", "inference.adapters[0].source.volumeSource",
-         "Volume support is not implemented yet: kaitoctl supports image adapters only; package the adapter in an "
-         "image under /data and set source.image")]),
+        ("error", "inference.adapters[0].source.urls", URL_ADAPTERS)]),
+    ("adapter-volume-empty-dir", {"inference.adapters": [{"source": {"name": "a", "volumeSource": {"emptyDir": {}}}}]},
+     [("error", "inference.adapters[0].source.volumeSource",
+       "an emptyDir holds no adapter files: use a volume with the adapter in it (a PersistentVolumeClaim, a CSI "
+       "volume, ...)")]),
+    ("adapter-volume-pvc", {"inference.adapters": [
+        {"source": {"name": "a", "volumeSource": {"persistentVolumeClaim": {"claimName": "adapters"}}}}]}, []),
+    ("adapter-volume-two-sources", {"inference.adapters": [
+        {"source": {"name": "a", "volumeSource": {"persistentVolumeClaim": {"claimName": "x"}, "nfs": {}}}}]},
+     [("error", "inference.adapters[0].source.volumeSource",
+       "volumeSource must be one Kubernetes volume source, e.g. {persistentVolumeClaim: {claimName: my-adapters}}; "
+       "it is mounted at /mnt/adapter/a")]),
     ("adapter-image-and-urls", {"inference.adapters": [adapter(urls=["https://x"])]}, [
         ("error", "inference.adapters[0].source",
-         "Exactly one of URLs, Volume, or Image must be specified (found urls, image): kaitoctl supports image "
-         "adapters only; keep source.image"),
-        ("error", "inference.adapters[0].source.urls",
-         "URL adapters are not supported (by KAITO either): kaitoctl supports image adapters only; package the "
-         "adapter in an image under /data and set source.image")]),
+         "Exactly one of URLs, Volume, or Image must be specified (found urls, image): keep one of source.image and "
+         "source.volumeSource"),
+        ("error", "inference.adapters[0].source.urls", URL_ADAPTERS)]),
     ("adapter-pull-secret-duplicate", {"inference.adapters": [adapter(imagePullSecrets=["s", "s"])]}, [
         ("warning", "inference.adapters[0].source.imagePullSecrets[1]", 'image pull secret "s" is listed twice')]),
     # strength

@@ -29,6 +29,18 @@ Convention (the README follows it; tests/readme/fixture/README.md shows every ca
 
 The real README.md must have at least one tagged block, so that this test cannot pass by
 having nothing to run.
+
+Output blocks (README "real output", so that it cannot go stale): a fenced block with no info
+string whose first line is ``$ COMMAND``. A ``$ `` line at the start of the block or after a blank
+line is a command; every other line is what the commands print (stdout and stderr together, as
+a terminal shows them). Commands run with bash from the repository root, in the same
+environment as the tagged blocks. Their output must match, line by line, after both sides are
+normalised: runs of spaces count as one (table widths follow the values), and what varies from
+run to run is replaced (times and durations, IP addresses and ports, generated pod and request
+ids). In an expected line ``...`` stands for any text; a line that is only ``...`` stands for any
+number of lines. Blocks whose commands talk to a cluster (apply, preflight, status, adapters,
+history, rollback, delete) run in README order against one fresh test cluster, prepared as for
+``# test: cluster`` (plus ``FAILING_IMAGES``); the others run offline.
 """
 
 from __future__ import annotations
@@ -154,7 +166,8 @@ def free_port() -> int:
 def command_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAITOCTL_")}
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", NO_COLOR="1", COLUMNS="200", PYTHONUNBUFFERED="1",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", KUBECONFIG=os.devnull)
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", KUBECONFIG=os.devnull,
+               KAITOCTL_PRESET_REGISTRY="myregistry.azurecr.io/kaitoctl")  # README: "export KAITOCTL_PRESET_REGISTRY=R"
     env.update(extra)
     return env
 
@@ -359,6 +372,186 @@ def run_cluster(blocks: list[Block], _demo_dir: Path) -> None:
 
 
 RUNNERS = {"offline": run_offline, "demo-server": run_demo_server, "cluster": run_cluster}
+
+
+# --- output blocks -------------------------------------------------------------------------------
+
+CLUSTER_COMMANDS = {"apply", "preflight", "status", "adapters", "history", "rollback", "delete"}
+# Images the README's output shows failing, and how the test cluster makes them fail.
+FAILING_IMAGES = {"myregistry.azurecr.io/adapters/typo:0.1.0": "pull_error"}
+_VARYING = [  # (pattern, stand-in), applied in order to both sides
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"), "<TIME>"),
+    (re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\]"), "<LOGTIME>"),
+    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ADDR>"),
+    (re.compile(r"\b(?:localhost|\[::1\]):\d+\b"), "<ADDR>"),
+    (re.compile(r"\b[0-9a-f]{32}\b"), "<ID>"),
+    (re.compile(r"-[a-z0-9]{10}-[a-z0-9]{5}\b"), "-<POD>"),
+    (re.compile(r"\b\d+(?:\.\d+)?m?s\b"), "<DUR>"),
+    (re.compile(r"--port \d+"), "--port <PORT>"),
+    (re.compile(r"\s+"), " "),
+]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One ``$ COMMAND`` of an output block and the lines the README shows for it."""
+
+    path: Path
+    line: int
+    command: str
+    expected: tuple[str, ...]
+
+    @property
+    def cluster(self) -> bool:
+        words = self.command.split()
+        return len(words) > 1 and words[0] == "kaitoctl" and words[1] in CLUSTER_COMMANDS
+
+    def where(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+
+def output_blocks(text: str, path: Path) -> list[Output]:
+    """Every ``$ COMMAND`` of every output block (see the module docstring), in file order."""
+    lines = text.splitlines()
+    found: list[Output] = []
+    i = 0
+    while i < len(lines):
+        opening = _OPEN_FENCE.match(lines[i])
+        if not opening:
+            i += 1
+            continue
+        fence = opening.group("fence")
+        closing = re.compile(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$")
+        start, i = i, i + 1
+        body: list[tuple[int, str]] = []
+        while i < len(lines) and not closing.match(lines[i]):
+            body.append((i + 1, lines[i]))
+            i += 1
+        i += 1
+        if opening.group("info") or not body or not body[0][1].startswith("$ "):
+            continue
+        current: Optional[tuple[int, str, list[str]]] = None
+        previous_blank = True
+        for number, line in body:
+            if line.startswith("$ ") and previous_blank:
+                if current:
+                    found.append(Output(path, current[0], current[1], tuple(current[2])))
+                current = (number, line[2:].strip(), [])
+            elif current is not None and line.strip():
+                current[2].append(line)
+            previous_blank = not line.strip()
+        if current:
+            found.append(Output(path, current[0], current[1], tuple(current[2])))
+    return found
+
+
+def normalise(line: str) -> str:
+    for pattern, stand_in in _VARYING:
+        line = pattern.sub(stand_in, line)
+    return line.strip()
+
+
+def _pattern(expected: str) -> "re.Pattern[str]":
+    parts = re.split(r"\s*\.\.\.\s*", normalise(expected))
+    return re.compile(".*".join(re.escape(part) for part in parts) + r"\Z", re.DOTALL)
+
+
+def output_mismatch(expected: list[str], actual: list[str]) -> Optional[str]:
+    """None when ``actual`` lines are what ``expected`` shows (``...`` rules in the module docstring), else
+    the furthest expected line that could not be matched."""
+    want = [line for line in expected if line.strip()]
+    have = [normalise(line) for line in actual if line.strip()]
+    furthest = [0]
+
+    def match(w: int, h: int) -> bool:
+        furthest[0] = max(furthest[0], w)
+        if w == len(want):
+            return h == len(have)
+        if want[w].strip() == "...":
+            return any(match(w + 1, k) for k in range(h, len(have) + 1))
+        return h < len(have) and bool(_pattern(want[w]).match(have[h])) and match(w + 1, h + 1)
+
+    if match(0, 0):
+        return None
+    return want[furthest[0]] if furthest[0] < len(want) else "(the end: more lines were printed)"
+
+
+def output_matches(expected: list[str], actual: list[str]) -> bool:
+    return output_mismatch(expected, actual) is None
+
+
+def check_output(output: Output, env: dict[str, str], cwd: Path = ROOT) -> None:
+    result = subprocess.run(["bash", "-c", f"set -o pipefail\n{output.command} 2>&1"], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+    mismatch = output_mismatch(list(output.expected), result.stdout.splitlines())
+    assert mismatch is None, (
+        f"{output.where()}: `{output.command}` no longer prints what the README shows; first unmatched README "
+        f"line:\n{mismatch}\n--- it printed (exit {result.returncode}):\n{result.stdout[-6000:]}")
+
+
+def _output_cases() -> list[Any]:
+    cases = []
+    for path in (FIXTURE, README):
+        outputs = output_blocks(path.read_text(encoding="utf-8"), path) if path.is_file() else []
+        for kind, chosen in (("offline", [o for o in outputs if not o.cluster]),
+                             ("cluster", [o for o in outputs if o.cluster])):
+            if chosen:
+                cases.append(pytest.param(chosen, kind, id=f"{path.relative_to(ROOT)}-{kind}"))
+    return cases
+
+
+@pytest.mark.parametrize(("outputs", "kind"), _output_cases())
+def test_readme_output_is_what_the_commands_print(outputs: list[Output], kind: str, demo_dir: Path) -> None:
+    if kind == "offline":
+        # `kaitoctl demo` as written, with its default --dir .demo: in a directory whose .demo is the
+        # test's demo directory (the checkout's .demo stays untouched), on a free port.
+        home = demo_dir.parent / "home"
+        home.mkdir(exist_ok=True)
+        demo_dir.mkdir(exist_ok=True)  # an empty --dir is the demo's to fill
+        if not (home / ".demo").is_symlink():
+            (home / ".demo").symlink_to(demo_dir, target_is_directory=True)
+        env = command_env(KAITOCTL_DEMO_PORT=str(free_port()))
+        for output in outputs:
+            check_output(output, env, home if output.command.startswith("kaitoctl demo") else ROOT)
+        return
+    from kubesim import KubeSim
+
+    with KubeSim(tick_seconds=0.02) as sim:
+        prepare_cluster(sim)
+        for image, behaviour in FAILING_IMAGES.items():
+            sim.set_image_behaviour(image, behaviour)
+        env = command_env(KUBECONFIG=sim.kubeconfig_path)
+        for output in outputs:
+            check_output(output, env)
+
+
+def test_output_blocks_are_read_and_compared_as_documented() -> None:
+    text = """
+```
+$ kaitoctl status -n llm
+NAME  AGE  ENDPOINT
+w     3s   10.96.0.1:80
+$ not a command: it follows output
+
+$ kaitoctl demo
+...
+done at 2026-11-29T06:50:21Z after 0.4s ...
+```
+
+```sh
+$ not an output block: it has an info string
+```
+"""
+    outputs = output_blocks(text, README)
+    assert [(o.command, o.cluster) for o in outputs] == [("kaitoctl status -n llm", True), ("kaitoctl demo", False)]
+    assert outputs[0].expected == ("NAME  AGE  ENDPOINT", "w     3s   10.96.0.1:80",
+                                   "$ not a command: it follows output")
+    assert output_matches(["NAME AGE ENDPOINT", "w 3s 10.96.0.1:80"],
+                          ["NAME    AGE  ENDPOINT", "w       12s  10.96.7.9:80"])
+    assert not output_matches(["NAME AGE ENDPOINT", "w 3s 10.96.0.1:80"], ["NAME AGE ENDPOINT", "v 3s 10.96.0.1:80"])
+    assert output_matches(list(outputs[1].expected), ["a", "b", "done at 2026-12-01T00:00:00Z after 12.5s, with more"])
+    assert not output_matches(list(outputs[1].expected), ["done at 2026-12-01T00:00:00Z after 1s", "one more line"])
+    assert not output_matches(["a"], [])  # a README line the command no longer prints
 
 
 def _cases() -> list[Any]:

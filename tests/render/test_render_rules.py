@@ -223,7 +223,10 @@ def test_image_pull_policy(image, policy) -> None:
 # --- placement -------------------------------------------------------------------------------------
 
 IT_IN = {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["Standard_NC12s_v3"]}
-IT_NONE = {"key": "node.kubernetes.io/instance-type", "operator": "DoesNotExist"}
+GA_NONE = {"key": "node.kubernetes.io/instance-type", "operator": "DoesNotExist"}
+# Nodes with only the deprecated beta label (preflight accepts them), and nodes with neither.
+IT_BETA = [GA_NONE, {"key": "beta.kubernetes.io/instance-type", "operator": "In", "values": ["Standard_NC12s_v3"]}]
+IT_NONE = [GA_NONE, {"key": "beta.kubernetes.io/instance-type", "operator": "DoesNotExist"}]
 
 
 @pytest.mark.parametrize(
@@ -254,7 +257,8 @@ def test_required_affinity_from_whole_selector_plus_instance_type(make_ws, selec
     objs = render_workspace(ws)
     node = pod(objs)["affinity"]["nodeAffinity"]
     assert node["requiredDuringSchedulingIgnoredDuringExecution"] == {
-        "nodeSelectorTerms": [{"matchExpressions": expected + [IT_IN]}, {"matchExpressions": expected + [IT_NONE]}]
+        "nodeSelectorTerms": [{"matchExpressions": expected + [IT_IN]}, {"matchExpressions": expected + IT_BETA},
+                              {"matchExpressions": expected + IT_NONE}]
     }
     assert "preferredDuringSchedulingIgnoredDuringExecution" not in node
     assert_valid(objs)
@@ -484,12 +488,14 @@ def test_template_keeps_user_pod_and_merges_placement(make_ws) -> None:
     zone_a = {"key": "zone", "operator": "In", "values": ["a"]}
     zone_b = {"key": "zone", "operator": "In", "values": ["b"]}
     fields = [{"key": "metadata.name", "operator": "NotIn", "values": ["bad"]}]
-    # (zone a OR zone b+fields) AND (ours: selector+type In OR selector+type absent): four terms.
+    # (zone a OR zone b+fields) AND (ours: selector + type In, beta type In, or no type label): six terms.
     assert node["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
         {"matchExpressions": [zone_a, apps, IT_IN]},
-        {"matchExpressions": [zone_a, apps, IT_NONE]},
+        {"matchExpressions": [zone_a, apps] + IT_BETA},
+        {"matchExpressions": [zone_a, apps] + IT_NONE},
         {"matchExpressions": [zone_b, apps, IT_IN], "matchFields": fields},
-        {"matchExpressions": [zone_b, apps, IT_NONE], "matchFields": fields},
+        {"matchExpressions": [zone_b, apps] + IT_BETA, "matchFields": fields},
+        {"matchExpressions": [zone_b, apps] + IT_NONE, "matchFields": fields},
     ]
     assert [p["weight"] for p in node["preferredDuringSchedulingIgnoredDuringExecution"]] == [5, 100]
     assert spec["affinity"]["podAntiAffinity"] == USER_TEMPLATE["spec"]["affinity"]["podAntiAffinity"]
@@ -507,7 +513,8 @@ def test_template_without_ports_targets_5000(make_ws) -> None:
     spec = deploy["spec"]["template"]["spec"]
     assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
         {"matchExpressions": [{"key": "apps", "operator": "In", "values": ["falcon-7b"]}, IT_IN]},
-        {"matchExpressions": [{"key": "apps", "operator": "In", "values": ["falcon-7b"]}, IT_NONE]},
+        {"matchExpressions": [{"key": "apps", "operator": "In", "values": ["falcon-7b"]}] + IT_BETA},
+        {"matchExpressions": [{"key": "apps", "operator": "In", "values": ["falcon-7b"]}] + IT_NONE},
     ]
     assert "resources" not in spec["containers"][0]
 

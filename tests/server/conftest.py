@@ -12,12 +12,15 @@ The served app merges a1 at strength 0.7 and a2 at 0.4.
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlparse
 
 import pytest
 
@@ -139,3 +142,13 @@ def greedy_ids(model, tokenizer, prompt: str, new_tokens: int = 12) -> list[int]
                              max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                              pad_token_id=tokenizer.pad_token_id)
     return out[0, ids.shape[1]:].tolist()
+
+
+def open_stream(live_url: str, path: str, body: dict):
+    """POST ``body`` to a live server and return (connection, response) with the stream unread."""
+    url = urlparse(live_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200
+    return conn, response

@@ -160,3 +160,55 @@ def test_adapter_problems_are_found_before_the_model_is_loaded(tiny, tmp_path, m
     config = ServerConfig(model_dir=str(tiny.llama), adapters=(AdapterRef("gone", str(tmp_path / "gone")),))
     with pytest.raises(AdapterError, match="'gone': directory .* does not exist"):
         load_served_model(config)
+
+
+def embedding_adapter(tiny, tmp_path: Path) -> Path:
+    """An adapter targeting embed_tokens, saved with PEFT's defaults (a full copy of the embedding layer inside)."""
+    import warnings
+
+    from kaitoctl_server.tiny import make_lora_adapter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PEFT: "Setting save_embedding_layers to True ..."
+        adapter = make_lora_adapter(tiny.llama, tmp_path / "emb", r=4, alpha=8, targets=["q_proj", "embed_tokens"],
+                                    seed=5)
+    assert "base_model.model.model.embed_tokens.base_layer.weight" in load_file(adapter / "adapter_model.safetensors")
+    return adapter
+
+
+def test_peft_default_embedding_copy_is_merged_like_peft_does(tiny, tmp_path):
+    """It used to be refused as 'not LoRA A/B matrices'; the copy equals the base, so the LoRA merges."""
+    from peft import PeftModel
+
+    from kaitoctl_server.merge import merge_adapters
+
+    adapter = embedding_adapter(tiny, tmp_path)
+    reference = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny.llama, dtype=torch.float32), adapter).merge_and_unload().state_dict()
+    model = AutoModelForCausalLM.from_pretrained(tiny.llama, dtype=torch.float32)
+    loaded = load(adapter, model)
+    assert set(loaded.layers) >= {"model.embed_tokens", "model.layers.0.self_attn.q_proj"}
+    merge_adapters(model, [loaded])
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, reference[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda w: w + 0.01, "values differ from the served model's"),
+    (lambda w: torch.cat([w, w[:4]]), "vocabulary was resized"),
+])
+def test_embedding_copy_that_differs_from_the_served_model_is_refused_for_what_it_is(tiny, tmp_path, llama,
+                                                                                    change, needle):
+    from safetensors.torch import save_file
+
+    adapter = embedding_adapter(tiny, tmp_path)
+    path = adapter / "adapter_model.safetensors"
+    tensors = load_file(path)
+    key = "base_model.model.model.embed_tokens.base_layer.weight"
+    tensors[key] = change(tensors[key]).contiguous()
+    save_file(tensors, path)
+    with pytest.raises(AdapterError) as err:
+        load(adapter, llama)
+    message = str(err.value)
+    assert "'emb'" in message and "full copy of 'model.embed_tokens'" in message and needle in message
+    assert "save_embedding_layers" in message and "not LoRA A/B" not in message

@@ -87,22 +87,38 @@ def test_bad_values_say_which_variable_and_what_to_write(env, needle):
 def test_gunicorn_config_avoids_preload_and_fork_pitfalls(monkeypatch):
     """One gthread worker, no preload (the model loads in the worker), bind from KAITOCTL_BIND."""
     monkeypatch.setenv("KAITOCTL_BIND", "127.0.0.1:7777")
-    monkeypatch.setenv("KAITOCTL_THREADS", "3")
+    monkeypatch.setenv("KAITOCTL_THREADS", "300")
     import kaitoctl_server.gunicorn_conf as conf
 
     conf = importlib.reload(conf)
     assert conf.bind == ["127.0.0.1:7777"]
-    assert (conf.workers, conf.worker_class, conf.threads, conf.preload_app) == (1, "gthread", 3, False)
+    assert (conf.workers, conf.worker_class, conf.threads, conf.preload_app) == (1, "gthread", 300, False)
     assert conf.timeout >= 60 and conf.graceful_timeout > 0
     monkeypatch.delenv("KAITOCTL_BIND")
     assert importlib.reload(conf).bind == ["0.0.0.0:5000"]
+
+
+def test_gunicorn_threads_leave_room_for_probes_beyond_batch_and_queue(monkeypatch):
+    """Every queued or running generation holds a thread: there must be spare ones for /health."""
+    import kaitoctl_server.gunicorn_conf as conf
+
+    monkeypatch.setenv("KAITOCTL_MAX_BATCH", "4")
+    monkeypatch.setenv("KAITOCTL_MAX_QUEUE", "6")
+    monkeypatch.setenv("KAITOCTL_THREADS", "3")  # too few: raised to the minimum
+    assert importlib.reload(conf).threads == 4 + 6 + 8
+    monkeypatch.delenv("KAITOCTL_THREADS")
+    assert importlib.reload(conf).threads == ServerConfig.from_env({"KAITOCTL_MAX_BATCH": "4",
+                                                                   "KAITOCTL_MAX_QUEUE": "6"}).min_threads
+    monkeypatch.delenv("KAITOCTL_MAX_BATCH")
+    monkeypatch.delenv("KAITOCTL_MAX_QUEUE")
+    assert importlib.reload(conf).threads == ServerConfig().min_threads
 
 
 @pytest.fixture()
 def clean_env(monkeypatch):
     """Variables the entry point writes to os.environ are restored after the test."""
     for name in ("KAITOCTL_MODEL", "KAITOCTL_BIND", "KAITOCTL_ADAPTERS", "KAITOCTL_TRUST_REMOTE_CODE",
-                 "KAITOCTL_DTYPE", "RANK", "LOCAL_RANK"):
+                 "KAITOCTL_DTYPE", "RANK", "LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.setenv(name, "recorded")  # remembers the original value for teardown
         monkeypatch.delenv(name)
     return monkeypatch
@@ -129,15 +145,38 @@ def test_module_entry_point_rejects_bad_values_before_starting(clean_env, capsys
     assert "KAITOCTL_DTYPE" in capsys.readouterr().err
 
 
-def test_under_torchrun_only_rank_zero_serves_generation(clean_env):
+def test_under_torchrun_other_ranks_follow_rank_zero(clean_env):
+    from kaitoctl_server import __main__ as entry
+    from kaitoctl_server import distributed
+
+    followed = []
+    clean_env.setattr(entry, "_gunicorn", lambda load: pytest.fail("only rank 0 runs gunicorn"))
+    clean_env.setattr(distributed, "run_follower", lambda config, world: followed.append(world) or 0)
+    for name, value in (("RANK", "2"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "4")):
+        clean_env.setenv(name, value)
+    assert entry.main([]) == 0
+    assert followed == [distributed.World(rank=2, world_size=4, local_rank=0)]
+
+
+def test_under_torchrun_a_rank_outside_the_world_is_refused(clean_env, capsys):
     from kaitoctl_server import __main__ as entry
 
-    apps = []
-    clean_env.setattr(entry, "_gunicorn", lambda load: apps.append(load()))
+    clean_env.setattr(entry, "_gunicorn", lambda load: pytest.fail("must not start"))
     clean_env.setenv("RANK", "2")
-    clean_env.setenv("LOCAL_RANK", "0")
-    assert entry.main([]) == 0
-    client = apps[0].test_client()
-    assert client.get("/health").status_code == 200
+    clean_env.setenv("WORLD_SIZE", "2")
+    assert entry.main([]) == 2
+    assert "RANK=2 is not below WORLD_SIZE=2" in capsys.readouterr().err
+
+
+def test_standby_health_reports_rank_world_size_and_why_not():
+    from kaitoctl_server.app import create_standby_app
+
+    verdict = [(True, "")]
+    client = create_standby_app(2, 4, lambda: verdict[0]).test_client()
+    response = client.get("/health")
+    assert (response.status_code, response.json) == (200, {"status": "Healthy", "rank": 2, "world_size": 4})
+    verdict[0] = (False, "lost rank 0")
+    response = client.get("/healthz")
+    assert response.status_code == 503 and response.json["detail"] == "lost rank 0"
     response = client.post("/chat", json={"prompt": "hi"})
     assert response.status_code == 404 and "rank 0" in response.json["detail"]

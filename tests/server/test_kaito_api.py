@@ -13,15 +13,15 @@ from kaitoctl_server.errors import StartupError
 
 @pytest.fixture()
 def captured(served, monkeypatch):
-    """Record the generation config of every generate call (generation still runs)."""
+    """Record the prompt and generation config of every generation queued on the engine (it still runs)."""
     calls = []
-    original = served.model.generate
+    original = served.engine.submit
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return original(*args, **kwargs)
+    def spy(jobs):
+        calls.extend(jobs)
+        return original(jobs)
 
-    monkeypatch.setattr(served.model, "generate", spy)
+    monkeypatch.setattr(served.engine, "submit", spy)
     return calls
 
 
@@ -29,7 +29,7 @@ def test_root_and_health(client):
     assert client.get("/").json == {"message": "Server is running"}
     for path in ("/health", "/healthz"):
         response = client.get(path)
-        assert (response.status_code, response.json) == (200, {"status": "Healthy"})
+        assert (response.status_code, response.json) == (200, {"status": "Healthy", "rank": 0, "world_size": 1})
 
 
 def test_chat_with_prompt_returns_the_prompt_and_the_continuation(client, served):
@@ -81,7 +81,7 @@ def test_messages_use_the_chat_template_and_return_the_reply(client, served, cap
     body = {"messages": [{"role": "user", "content": "hi"}], "generate_kwargs": {"max_new_tokens": 4}}
     response = client.post("/chat", json=body)
     assert response.status_code == 200 and isinstance(response.json["Result"], str)
-    prompt_ids = captured[-1]["input_ids"][0].tolist()
+    prompt_ids = list(captured[-1]["prompt_ids"])
     assert served.tokenizer.decode(prompt_ids) == "<|user|>hi<|endoftext|><|assistant|>"
 
 
@@ -170,7 +170,7 @@ def test_generation_error_is_a_logged_500_and_the_server_keeps_serving(client, s
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA error: device-side assert triggered")
 
-    monkeypatch.setattr(served.model, "generate", broken)
+    monkeypatch.setattr(served.model, "forward", broken)
     response = client.post("/chat", json={"prompt": "hi"})
     assert response.status_code == 500 and "device-side assert" in response.json["detail"]
     assert any("generation failed" in r.getMessage() for r in caplog.records)

@@ -177,3 +177,68 @@ def test_gunicorn_master_never_imports_torch():
     env = server_env(KAITOCTL_MODEL="/nonexistent")  # the app is built; nothing is loaded at import
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "CLEAN", result.stderr
+
+
+def test_probes_answer_while_every_generation_slot_is_busy_on_gunicorn(tiny, tmp_path):
+    """The pods' real server (gunicorn via python -m kaitoctl_server) under more load than it holds.
+
+    With 2 running + 2 queued long generations and more clients than server threads, /health and
+    /metrics answer while no generation has finished yet (the old engine lock made them wait behind
+    every queued generation), and the excess clients get a 429 with Retry-After at once.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = free_port()
+    log = tmp_path / "load.log"
+    proc = start([sys.executable, "-m", "kaitoctl_server", "--model", str(tiny.llama), "--adapters", "[]",
+                  "--bind", f"127.0.0.1:{port}", "--max-batch", "2", "--max-queue", "2"], server_env(), log)
+    base = f"http://127.0.0.1:{port}"
+    clients = 16  # more than the server's 2 + 2 + 8 threads
+    finished: list[int] = []
+    rejected: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def generate(_: int) -> None:
+        body = {"prompt": "hi", "max_tokens": 300, "min_tokens": 300, "temperature": 0}
+        request = urllib.request.Request(base + "/v1/completions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                response.read()
+            with lock:
+                finished.append(1)
+        except urllib.error.HTTPError as err:
+            with lock:
+                rejected.append((str(err.code), err.headers.get("Retry-After", "")))
+
+    def metric(name: str) -> float:
+        with urllib.request.urlopen(base + "/metrics", timeout=30) as response:
+            lines = response.read().decode().splitlines()
+        return float(next(line.split()[1] for line in lines if line.startswith(name + " ")))
+
+    try:
+        wait_ready(base, proc, log)
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            futures = [pool.submit(generate, i) for i in range(clients)]
+            deadline = time.monotonic() + STARTUP_DEADLINE_S
+            def full() -> bool:  # 2 in the batch, 2 queued (just after submission all 4 may still be queued)
+                return metric("vllm:num_requests_running") == 2 and metric("vllm:num_requests_waiting") == 2
+
+            while not full() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert full()
+            started = time.monotonic()
+            status, body = get(base + "/health")
+            health_seconds = time.monotonic() - started
+            with lock:
+                done_when_healthy = len(finished)
+            for future in futures:
+                future.result()
+    finally:
+        output = stop(proc, signal.SIGTERM, log)
+    assert (status, body) == (200, {"status": "Healthy", "rank": 0, "world_size": 1})
+    assert done_when_healthy == 0, f"/health waited for a generation to finish ({health_seconds:.1f} s)"
+    assert len(finished) >= 4 and len(finished) + len(rejected) == clients
+    assert rejected and all(code == "429" and retry for code, retry in rejected)
+    assert proc.returncode == 0, output

@@ -59,6 +59,7 @@ def test_missing_adapter_is_exit_8_naming_it(tiny, tmp_path):
     (["--adapter", "a=/x", "--adapter", "a=/y"], "a given more than once"),
     (["--adapter", "bad"], "expected NAME=DIR[:STRENGTH]"),
     (["--adapter", "../up=/x"], "not a valid adapter name"),
+    (["--nproc", "2"], "--nproc works with -f only"),
 ])
 def test_bad_flags_are_usage_errors(tiny, args, needle):
     result = run_cli("serve", "--model", str(tiny.llama), *args)

@@ -4,18 +4,17 @@ Flags mirror the ``KAITOCTL_*`` environment variables (a flag wins over the
 variable). The gunicorn settings are those of ``kaitoctl_server.gunicorn_conf``,
 so this runs exactly what ``gunicorn --config python:kaitoctl_server.gunicorn_conf
 kaitoctl_server.wsgi:app`` runs. This is the entry point under ``torchrun``
-(distributed presets): global rank 0 serves the API; the first process of
-every other node serves only /health and /metrics on the port, so the pod's
-probes pass; the remaining local processes idle until SIGTERM. The model is
-served by rank 0 with its node's GPUs (cross-node model parallelism is not
-implemented).
+(distributed presets): the model is split over every process of the job
+(tensor parallel, ``kaitoctl_server.distributed``). Global rank 0 serves the
+API and drives the other ranks; every other rank loads its slice and replays
+rank 0's calls, and the first process of each other node also serves /health
+and /metrics on the port (its own rank's health), so the pod's probes work.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from typing import Any, Callable, Optional
 
@@ -29,7 +28,9 @@ _FLAGS = [
     ("--bind", "KAITOCTL_BIND", "host:port (default 0.0.0.0:5000)"),
     ("--model-name", "KAITOCTL_MODEL_NAME", "id shown by /v1/models"),
     ("--max-tokens", "KAITOCTL_MAX_TOKENS", "largest number of new tokens a request may ask for"),
-    ("--threads", "KAITOCTL_THREADS", "gunicorn threads (default 8)"),
+    ("--max-batch", "KAITOCTL_MAX_BATCH", "generations batched together (default 16)"),
+    ("--max-queue", "KAITOCTL_MAX_QUEUE", "generations waiting for the batch before 429 (default 64)"),
+    ("--threads", "KAITOCTL_THREADS", "gunicorn threads (default and minimum: max batch + max queue + 8)"),
 ]
 _SWITCHES = [
     ("--trust-remote-code", "KAITOCTL_TRUST_REMOTE_CODE", "allow the model's own Python code"),
@@ -82,19 +83,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     except StartupError as err:
         print(f"kaitoctl_server: error: {err}", file=sys.stderr)
         return 2
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if rank == 0:
-        _gunicorn(_load_main_app)
-    elif local_rank == 0:
-        from .app import create_standby_app
+    from .distributed import World, run_follower
 
-        _gunicorn(lambda: create_standby_app(rank))
-    else:
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        while True:
-            signal.pause()
-    return 0
+    try:
+        world = World.from_env()
+    except StartupError as err:
+        print(f"kaitoctl_server: error: {err}", file=sys.stderr)
+        return 2
+    if world.rank == 0:
+        _gunicorn(_load_main_app)
+        return 0
+    return run_follower(ServerConfig.from_env(), world)
 
 
 if __name__ == "__main__":

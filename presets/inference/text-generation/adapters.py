@@ -42,6 +42,9 @@ PICKLE_FILE = "adapter_model.bin"
 
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?P<part>lora_A|lora_B)\.weight$")
 _EMBEDDING_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?P<part>lora_embedding_A|lora_embedding_B)$")
+# A whole layer's weight: PEFT's save_embedding_layers (on by default when target_modules names an
+# embedding layer, or when the vocabulary was resized) stores full copies of the embedding layers.
+_FULL_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+?)(?:\.base_layer)?\.weight$")
 
 # Config features whose effect is not W += s * scaling * B @ A: merging them
 # with a strength would silently serve something else than what was trained.
@@ -177,8 +180,9 @@ def load_adapter(
     base_hint = (
         f" (it was trained on {adapter.base_model_name_or_path!r})" if adapter.base_model_name_or_path else ""
     )
-    pairs = _pair_tensors(ref, tensors)
     modules = dict(model.named_modules())
+    tensors = _drop_embedding_copies(ref, tensors, model, modules)
+    pairs = _pair_tensors(ref, tensors)
     _check_targets(ref, config["target_modules"], modules)
     for module_name, (kind, a, b) in sorted(pairs.items()):
         module = modules.get(module_name)
@@ -245,6 +249,43 @@ def _read_weights(ref: AdapterRef, *, allow_pickled: bool) -> dict[str, "torch.T
             raise AdapterError(f"adapter {ref.name!r}: {pickle_path} does not hold a state dict")
         return state
     raise AdapterError(f"adapter {ref.name!r}: {directory} has no {SAFETENSORS_FILE}")
+
+
+def _drop_embedding_copies(ref: AdapterRef, tensors: dict[str, "torch.Tensor"], model: Any,
+                           modules: dict[str, Any]) -> dict[str, "torch.Tensor"]:
+    """Remove PEFT's saved copies of the embedding layers when they equal the served model's; refuse them otherwise.
+
+    A copy equal to the served weights changes nothing, so the LoRA matrices merge as usual. A copy that
+    differs (a resized vocabulary, trained embeddings) replaces the layer instead of adding a low-rank
+    delta: it cannot be scaled by a strength, so the adapter is refused, saying why.
+    """
+    import torch
+
+    embeddings = {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
+    kept = {}
+    for key, tensor in tensors.items():
+        match = None if (_KEY.match(key) or _EMBEDDING_KEY.match(key)) else _FULL_KEY.match(key)
+        module = modules.get(match["module"]) if match else None
+        if module is None or id(module) not in embeddings:
+            kept[key] = tensor
+            continue
+        served = module.weight
+        where = f"adapter {ref.name!r}: {SAFETENSORS_FILE} holds a full copy of {match['module']!r}"
+        why = ("(PEFT saves the embedding layers when target_modules names one or the vocabulary was resized; "
+               "save_embedding_layers)")
+        if tuple(tensor.shape) != tuple(served.shape):
+            raise AdapterError(
+                f"{where} of shape {tuple(tensor.shape)}, but the served model's is {tuple(served.shape)} {why}: the "
+                "vocabulary was resized during fine-tuning, which a LoRA merge cannot reproduce; serve the "
+                "fine-tuned model with its resized vocabulary instead"
+            )
+        if not torch.equal(served.detach().to("cpu", tensor.dtype), tensor):
+            raise AdapterError(
+                f"{where} whose values differ from the served model's {why}: the embeddings were trained, and "
+                "replacing a layer cannot be scaled by a strength; serve the fine-tuned model, or save the adapter "
+                "again with save_embedding_layers=False if the embeddings were not meant to change"
+            )
+    return kept
 
 
 def _pair_tensors(ref: AdapterRef, tensors: dict[str, "torch.Tensor"]) -> dict[str, tuple[str, Any, Any]]:

@@ -20,7 +20,7 @@ from flask import current_app, request
 from pydantic import BaseModel, ValidationError
 
 from .config import ServerConfig
-from .engine import Finished, GenerationFailed, Piece
+from .engine import Finished, Generation, GenerationFailed, NeedsGenerate, Piece, QueueFull, TooManyGenerations
 from .errors import StartupError
 from .metrics import ServerMetrics
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kaitoctl_server")
 M = TypeVar("M", bound=BaseModel)
 
-_OPENAI_TYPES = {401: "invalid_request_error", 500: "server_error", 503: "server_error"}
+_OPENAI_TYPES = {401: "invalid_request_error", 429: "requests", 500: "server_error", 503: "server_error"}
 
 
 class ApiError(Exception):
@@ -206,11 +206,21 @@ def generation_config(served: "ServedModel", **settings: Any) -> Any:
 
 
 def record_generation(metrics: ServerMetrics, route: str, started: float, finished: Finished) -> None:
-    """Token counters and time to first token for one generation (callable outside the request context)."""
-    metrics.prompt_tokens.labels(route).inc(finished.prompt_tokens)
-    metrics.generation_tokens.labels(route).inc(finished.completion_tokens)
-    if finished.first_token_at is not None:
-        metrics.time_to_first_token.labels(route).observe(max(0.0, finished.first_token_at - started))
+    """Token counters and latencies of one generation (callable outside the request context)."""
+    metrics.generation_finished(route, started, finished)
+
+
+def start_generations(served: "ServedModel", jobs: list[dict[str, Any]]) -> list[Generation]:
+    """Queue ``jobs`` on the engine (all or none): a 429 with Retry-After when the server is full."""
+    try:
+        return served.engine.submit(jobs)
+    except QueueFull as err:
+        raise ApiError(429, str(err), code="rate_limit_exceeded",
+                       headers={"Retry-After": str(err.retry_after)}) from None
+    except TooManyGenerations as err:
+        raise ApiError(400, str(err), param="n") from None
+    except NeedsGenerate as err:
+        raise ApiError(400, str(err)) from None
 
 
 def collect(run: Iterator[Piece | Finished], metrics: ServerMetrics, route: str,
@@ -234,6 +244,16 @@ def collect(run: Iterator[Piece | Finished], metrics: ServerMetrics, route: str,
     assert finished is not None, "the engine ends every generation with Finished"
     record_generation(metrics, route, started, finished)
     return "".join(pieces), finished
+
+
+def collect_all(runs: list[Generation], metrics: ServerMetrics, route: str,
+                started: float) -> list[tuple[str, Finished]]:
+    """``collect`` for each of several generations running together; all are cancelled if one fails."""
+    try:
+        return [collect(run, metrics, route, started) for run in runs]
+    finally:
+        for run in runs:
+            run.close()
 
 
 def now() -> float:

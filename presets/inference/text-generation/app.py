@@ -70,6 +70,13 @@ def start_loading(app: Flask) -> None:
         state.start_loading()
 
 
+def stop_engine(app: Flask) -> None:
+    """Stop the model's scheduler thread (gunicorn's worker_exit calls this), so it is not inside torch at exit."""
+    state = app.extensions.get(EXTENSION)
+    if state is not None and state.served is not None:
+        state.served.engine.close()
+
+
 def _state() -> ServerState:
     from flask import current_app
 
@@ -161,16 +168,27 @@ def _unexpected_error(err: Exception) -> Response:
     return _render(ApiError(500, f"internal server error ({type(err).__name__}); see the server log"))
 
 
-def create_standby_app(rank: int) -> Flask:
-    """What a non-zero torchrun rank serves on its port: health and metrics, no generation."""
+def create_standby_app(
+    rank: int, world_size: int = 1, health: Optional[Callable[[], tuple[bool, str]]] = None
+) -> Flask:
+    """What a non-zero torchrun rank serves on its port: health and metrics, no generation.
+
+    ``health`` says whether this rank is loaded and following rank 0 (and why
+    not); without it the rank always reports healthy.
+    """
     app = Flask("kaitoctl_server_standby", root_path=_ROOT, instance_path=_ROOT)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     metrics = ServerMetrics()
-    metrics.model_ready.set(1)
 
     @app.get("/health")
     @app.get("/healthz")
-    def health() -> dict[str, Any]:
-        return {"status": "Healthy", "rank": rank}
+    def health_route() -> tuple[dict[str, Any], int]:
+        ok, detail = health() if health is not None else (True, "")
+        metrics.model_ready.set(1 if ok else 0)
+        body: dict[str, Any] = {"status": "Healthy" if ok else "Unhealthy", "rank": rank, "world_size": world_size}
+        if not ok:
+            body["detail"] = detail
+        return body, 200 if ok else 503
 
     @app.get("/metrics")
     def render_metrics() -> Response:

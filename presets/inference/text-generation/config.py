@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from . import inference_config
 from .errors import ConfigError
 
 DEFAULT_MODEL_DIR = "/workspace/tfs/weights"
@@ -27,6 +28,12 @@ DEVICES = ("auto", "cpu", "cuda")
 PIPELINES = {"text-generation": "text-generation", "chat": "chat", "conversational": "chat"}
 DEFAULT_MAX_TOKENS = 4096
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+# Continuous batching (engine.py): generations in the running batch, and waiting for a place in it.
+# Kept in step with engine.DEFAULT_MAX_BATCH / DEFAULT_MAX_QUEUE (this module must not import the engine).
+DEFAULT_MAX_BATCH = 16
+DEFAULT_MAX_QUEUE = 64
+# gunicorn threads beyond max_batch + max_queue, so that /health and /metrics always find one free.
+SPARE_THREADS = 8
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -61,6 +68,9 @@ class ServerConfig:
     model_name: Optional[str] = None
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_queue: int = DEFAULT_MAX_QUEUE
+    max_model_len: int = 0  # tokens of context served; 0: the model's own limit (KAITOCTL_MAX_MODEL_LEN)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +85,10 @@ class ServerConfig:
         object.__setattr__(self, "pipeline", PIPELINES[self.pipeline])
         if self.max_tokens < 1:
             raise ConfigError(f"KAITOCTL_MAX_TOKENS must be a positive integer, not {self.max_tokens}")
+        if self.max_batch < 1:
+            raise ConfigError(f"KAITOCTL_MAX_BATCH must be a positive integer, not {self.max_batch}")
+        if self.max_queue < 0:
+            raise ConfigError(f"KAITOCTL_MAX_QUEUE must be 0 or more, not {self.max_queue}")
         if self.max_body_bytes < 1024:
             raise ConfigError(f"KAITOCTL_MAX_BODY_BYTES must be at least 1024, not {self.max_body_bytes}")
 
@@ -82,6 +96,7 @@ class ServerConfig:
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "ServerConfig":
         """Read the ``KAITOCTL_*`` variables (see the module docstring for the list)."""
         env = dict(os.environ if environ is None else environ)
+        env = inference_config.apply(env)  # the workspace's inference.config, when mounted
         adapter_dir = env.get("KAITOCTL_ADAPTER_DIR") or DEFAULT_ADAPTER_DIR
         adapters_json = env.get("KAITOCTL_ADAPTERS")
         return cls(
@@ -98,8 +113,16 @@ class ServerConfig:
             model_name=env.get("KAITOCTL_MODEL_NAME") or None,
             max_tokens=_env_int(env, "KAITOCTL_MAX_TOKENS", DEFAULT_MAX_TOKENS),
             max_body_bytes=_env_int(env, "KAITOCTL_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            max_batch=_env_int(env, "KAITOCTL_MAX_BATCH", DEFAULT_MAX_BATCH),
+            max_queue=_env_int(env, "KAITOCTL_MAX_QUEUE", DEFAULT_MAX_QUEUE),
+            max_model_len=_env_int(env, "KAITOCTL_MAX_MODEL_LEN", 0),
             environ=env,
         )
+
+    @property
+    def min_threads(self) -> int:
+        """Server threads needed so that health and metrics never wait behind generation requests."""
+        return self.max_batch + self.max_queue + SPARE_THREADS
 
     def with_changes(self, **changes: Any) -> "ServerConfig":
         """A copy with some fields replaced (validated again)."""

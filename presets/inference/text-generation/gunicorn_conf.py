@@ -8,16 +8,20 @@ Why these values:
   (generation hangs until the worker timeout), and CUDA initialised before a
   fork cannot be used after it. One worker also means one copy of the model
   per pod; scale with replicas.
-- ``gthread`` with several threads: health probes and /metrics answer while
-  a generation runs or streams, and requests queue on the engine's lock
-  instead of interleaving on the model.
+- ``gthread`` with enough threads that health probes and /metrics always
+  find a free one: every generation request holds a thread while it runs or
+  waits in the engine's queue, and the engine holds at most
+  ``KAITOCTL_MAX_BATCH`` running + ``KAITOCTL_MAX_QUEUE`` waiting (more are
+  answered 429 at once), so ``threads >= max_batch + max_queue + 8`` leaves
+  eight threads for probes, metrics and quick refusals whatever the load.
 - The worker timeout is a heartbeat: gthread's main loop keeps beating while
   request threads generate, so long generations are not killed by it.
   SIGTERM lets requests in flight finish for up to ``graceful_timeout``
   seconds (keep the pod's terminationGracePeriodSeconds above it).
 
 Environment: ``KAITOCTL_BIND`` (default 0.0.0.0:5000), ``KAITOCTL_THREADS``
-(default 8), ``KAITOCTL_GRACEFUL_TIMEOUT`` (default 25 s).
+(default and minimum: max batch + max queue + 8; a smaller value is raised to
+it), ``KAITOCTL_GRACEFUL_TIMEOUT`` (default 25 s).
 
 This module must not import torch (it is read by the master).
 """
@@ -27,10 +31,22 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .config import DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, SPARE_THREADS
+
+
+def _int(name: str, default: int) -> int:
+    """An integer variable; a bad value falls back to the default here (the server itself refuses it with a clear message)."""
+    try:
+        return int(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
 bind = [os.environ.get("KAITOCTL_BIND") or "0.0.0.0:5000"]
 workers = 1
 worker_class = "gthread"
-threads = int(os.environ.get("KAITOCTL_THREADS") or 8)
+threads = max(_int("KAITOCTL_THREADS", 0),
+              _int("KAITOCTL_MAX_BATCH", DEFAULT_MAX_BATCH) + _int("KAITOCTL_MAX_QUEUE", DEFAULT_MAX_QUEUE) + SPARE_THREADS)
 preload_app = False
 timeout = 120
 graceful_timeout = int(os.environ.get("KAITOCTL_GRACEFUL_TIMEOUT") or 25)
@@ -48,3 +64,11 @@ def post_worker_init(worker: Any) -> None:
 
     start_loading(worker.wsgi)
 
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """After the last request: stop the scheduler thread before the interpreter finalizes."""
+    from .app import stop_engine
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        stop_engine(app)

@@ -25,8 +25,10 @@ from .api_common import (
     now,
     parse,
     read_json_object,
+    start_generations,
     state,
 )
+from .distributed import World
 from .schemas import GenerateKwargs, KaitoChatRequest
 
 bp = Blueprint("kaito", __name__)
@@ -42,14 +44,20 @@ def root() -> dict[str, str]:
 
 @bp.get("/health")
 @bp.get("/healthz")
-def health() -> tuple[dict[str, str], int]:
-    """200 only once the merged model sits on its device (all three probes use this)."""
+def health() -> tuple[dict[str, Any], int]:
+    """200 only once the merged model sits on its device and, in a tensor-parallel job, every rank answers."""
     st = state()
+    world = World.from_env()
+    where = {"rank": world.rank, "world_size": world.world_size}
     if st.status == "ready":
-        return {"status": "Healthy"}, 200
+        group = st.served.group if st.served is not None else None
+        ok, detail = group.health() if group is not None else (True, "")
+        if ok:
+            return {"status": "Healthy", **where}, 200
+        return {"status": "Unhealthy", "detail": detail, **where}, 503
     if st.status == "failed":
-        return {"status": "Failed", "detail": st.error or ""}, 503
-    return {"status": "Loading", "detail": "the model is being loaded and merged"}, 503
+        return {"status": "Failed", "detail": st.error or "", **where}, 503
+    return {"status": "Loading", "detail": "the model is being loaded and merged", **where}, 503
 
 
 @bp.post("/chat")
@@ -101,9 +109,9 @@ def chat() -> dict[str, Any]:
     config = generation_config(served, **settings)
     stops = [kwargs.stop_strings] if isinstance(kwargs.stop_strings, str) else list(kwargs.stop_strings or [])
 
-    text, _ = collect(served.engine.stream(ids, config, stop=stops,
-                                           clean_up_tokenization_spaces=req.clean_up_tokenization_spaces),
-                      st.metrics, "/chat", started)
+    [run] = start_generations(served, [dict(prompt_ids=ids, generation_config=config, stop=stops,
+                                            clean_up_tokenization_spaces=req.clean_up_tokenization_spaces)])
+    text, _ = collect(run, st.metrics, "/chat", started)
     if req.messages is None and req.return_full_text:
         text = (req.prompt or "") + text
     return {"Result": text}

@@ -7,12 +7,19 @@
 
 Merging on the CPU, before the move, means the GPU only ever holds the merged
 base weights: no LoRA modules, no per-token adapter cost, no second copy.
+
+Under torchrun with more than one process (``WORLD_SIZE`` > 1) the model is
+loaded with transformers' tensor-parallel plan instead: each rank reads only its
+slice of every split weight, straight onto its device (its GPU, or the CPU),
+and the merge adds each adapter's delta to that slice (see ``distributed.py``
+and ``merge.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +27,7 @@ from typing import Any, Optional
 
 from .adapters import LoraAdapter, load_adapter, read_adapter_config
 from .config import ServerConfig
+from .distributed import RankZeroRunner, World, heartbeat_seconds, init_group, timeout_seconds
 from .engine import Engine
 from .errors import ConfigError, StartupError
 from .merge import merge_adapters
@@ -52,6 +60,7 @@ class ServedModel:
     move_seconds: float = 0.0
     created: int = 0
     warnings: list[str] = field(default_factory=list)
+    group: Optional[RankZeroRunner] = None  # rank 0 of a tensor-parallel job: the broadcasting runner
 
     @property
     def has_chat_template(self) -> bool:
@@ -62,16 +71,28 @@ def load_served_model(config: ServerConfig) -> ServedModel:
     """Load, merge, cast and place the model described by ``config``; raise ``StartupError`` on any problem."""
     model_dir = Path(config.model_dir)
     raw_config = _read_model_config(model_dir)
+    world = World.from_env()
+    if world.distributed:
+        _check_split(model_dir, raw_config, world.world_size)
     refs = config.adapter_refs()
     for ref in refs:  # cheap checks first: fail in milliseconds, not after loading the model
         read_adapter_config(ref)
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    auto_class = _auto_model_class(raw_config)
     device = _resolve_device(config.device)
+    split: dict[str, Any] = {}
+    if world.distributed:
+        if device == "cpu" and torch.cuda.is_available():
+            # transformers' tensor-parallel plan always uses the accelerator it finds.
+            raise ConfigError("KAITOCTL_DEVICE=cpu cannot split a model over processes on a machine with GPUs; "
+                              "leave KAITOCTL_DEVICE unset (auto) or hide the GPUs (CUDA_VISIBLE_DEVICES=)")
+        init_group(device)
+        split = {"tp_plan": "auto"}
     stored = _stored_dtype(raw_config)
     serving = _serving_dtype(config.dtype, device, stored)
     active = [ref for ref in refs if ref.strength != 0]
@@ -80,17 +101,19 @@ def load_served_model(config: ServerConfig) -> ServedModel:
     load_dtype = serving if (not active or stored == serving) else torch.float32
 
     # Progress for whoever watches the start (pod log, `kaitoctl serve`): a big model takes minutes here.
-    log.info("loading the model from %s on the CPU as %s", model_dir, str(load_dtype).replace("torch.", ""))
+    where = f"split over {world.world_size} processes on {device}" if world.distributed else "on the CPU"
+    log.info("loading the model from %s %s as %s", model_dir, where, str(load_dtype).replace("torch.", ""))
     started = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             str(model_dir), trust_remote_code=config.trust_remote_code, local_files_only=True
         )
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto_class.from_pretrained(
             str(model_dir),
             trust_remote_code=config.trust_remote_code,
             local_files_only=True,
             **{_dtype_kwarg(): load_dtype},
+            **split,
         )
     except (OSError, ValueError, KeyError, ImportError) as err:
         hint = "" if config.trust_remote_code else " (if the model needs custom code, set KAITOCTL_TRUST_REMOTE_CODE=true)"
@@ -118,7 +141,11 @@ def load_served_model(config: ServerConfig) -> ServedModel:
     if model.dtype != serving:
         model.to(serving)
     try:
-        device_desc, input_device = _place(model, device)
+        if world.distributed:  # each shard is on its device already
+            input_device = model.get_input_embeddings().weight.device
+            device_desc = f"{input_device} (tensor-parallel rank {world.rank} of {world.world_size})"
+        else:
+            device_desc, input_device = _place(model, device)
     except torch.cuda.OutOfMemoryError:
         size = sum(p.numel() * p.element_size() for p in model.parameters())
         raise StartupError(
@@ -127,15 +154,23 @@ def load_served_model(config: ServerConfig) -> ServedModel:
         ) from None
     move_seconds = time.perf_counter() - started
 
+    group: Optional[RankZeroRunner] = None
+    if world.distributed and world.rank == 0:  # rank 0 drives the others through its runner
+        from .runner import BatchRunner
+
+        group = RankZeroRunner(BatchRunner(model, input_device), init_group(device), world,
+                               heartbeat=heartbeat_seconds(), stale_after=timeout_seconds())
     served = ServedModel(
         model=model,
         tokenizer=tokenizer,
-        engine=Engine(model, tokenizer, input_device),
+        engine=Engine(model, tokenizer, input_device, runner=group, max_batch=config.max_batch,
+                      max_queue=config.max_queue, generate_allowed=group is None),
+        group=group,
         config=config,
         model_name=config.model_name or _model_name(model_dir, raw_config),
         architecture=type(model).__name__,
         num_parameters=sum(p.numel() for p in model.parameters()),
-        context_length=_context_length(model, tokenizer),
+        context_length=min(_context_length(model, tokenizer), config.max_model_len or 2**62),
         dtype=str(serving).replace("torch.", ""),
         device=device_desc,
         adapters=[adapter.summary() for adapter in adapters],
@@ -169,6 +204,19 @@ def summary_line(served: ServedModel) -> str:
     )
 
 
+def _auto_model_class(raw_config: dict[str, Any]) -> Any:
+    """AutoModelForCausalLM, or AutoModelForImageTextToText for multimodal models it does not map
+    (Mistral 3 / Ministral 3): served as text generation, prompts without images."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+
+    model_type = raw_config.get("model_type")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return AutoModelForImageTextToText
+    return AutoModelForCausalLM
+
+
 def _read_model_config(model_dir: Path) -> dict[str, Any]:
     if not model_dir.is_dir():
         raise StartupError(f"model directory {model_dir} does not exist (set KAITOCTL_MODEL or --model)")
@@ -182,6 +230,23 @@ def _read_model_config(model_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StartupError(f"{path} must hold a JSON object")
     return data
+
+
+def _check_split(model_dir: Path, raw_config: dict[str, Any], processes: int) -> None:
+    """Tensor parallelism splits attention by heads: the process count must divide both head counts."""
+    heads = raw_config.get("num_attention_heads")
+    kv_heads = raw_config.get("num_key_value_heads") or heads
+    if not isinstance(heads, int) or not isinstance(kv_heads, int):
+        raise StartupError(f"{model_dir}/config.json has no num_attention_heads: kaitoctl cannot split this model "
+                           f"over WORLD_SIZE={processes} processes; serve it with one process")
+    if heads % processes or kv_heads % processes:
+        common = math.gcd(heads, kv_heads)
+        fits = ", ".join(str(d) for d in range(1, common + 1) if common % d == 0)
+        raise StartupError(
+            f"the model in {model_dir} has {heads} attention heads and {kv_heads} key/value heads, which cannot be "
+            f"split evenly over WORLD_SIZE={processes} processes (tensor parallel); run a number of processes "
+            f"that divides both: {fits}"
+        )
 
 
 def _resolve_device(choice: str) -> str:
@@ -245,10 +310,12 @@ def _place(model: Any, device: str) -> tuple[str, Any]:
 
 
 def _context_length(model: Any, tokenizer: Any) -> int:
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(model.config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
+    # Multimodal models (Gemma 3, Mistral 3) keep the language model's limits in text_config.
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < 10_000_000:
         return limit

@@ -29,16 +29,17 @@ from .api_common import (
     ApiError,
     chat_prompt_ids,
     check_length,
-    collect,
+    collect_all,
     ensure_prompt,
     generation_config,
     now,
     parse,
     read_json_object,
     record_generation,
+    start_generations,
     state,
 )
-from .engine import Finished, GenerationFailed, OpenAIPenalties, Piece
+from .engine import Generation, GenerationFailed, OpenAIPenalties, Piece
 from .schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
 
 if TYPE_CHECKING:
@@ -210,9 +211,10 @@ def _sse(payload: Any) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-def _run(served: "ServedModel", job: _Job, stop: list[str]) -> Iterator[Piece | Finished]:
-    return served.engine.stream(job.prompt_ids, job.config, stop=stop, seed=job.seed,
-                                logits_processors=job.processors)
+def _start(served: "ServedModel", jobs: list[_Job], stop: list[str]) -> list[Generation]:
+    """Queue every choice at once, so that they are generated together in the batch (or a 429)."""
+    return start_generations(served, [dict(prompt_ids=job.prompt_ids, generation_config=job.config, stop=stop,
+                                           seed=job.seed, logits_processors=job.processors) for job in jobs])
 
 
 def _prompt_usage(jobs: list[_Job], n: int) -> int:
@@ -236,8 +238,8 @@ def completions() -> Any:
         return _stream(served, st.metrics, "/v1/completions", started, jobs, req, meta, chat=False)
     choices = []
     completion_tokens = 0
-    for job in jobs:
-        text, finished = collect(_run(served, job, req.stop_list), st.metrics, "/v1/completions", started)
+    results = collect_all(_start(served, jobs, req.stop_list), st.metrics, "/v1/completions", started)
+    for job, (text, finished) in zip(jobs, results):
         completion_tokens += finished.completion_tokens
         choices.append({"index": job.index, "text": job.echo + text, "logprobs": None,
                         "finish_reason": finished.finish_reason})
@@ -268,8 +270,8 @@ def chat_completions() -> Any:
                        {**meta, "object": "chat.completion.chunk"}, chat=True)
     choices = []
     completion_tokens = 0
-    for job in jobs:
-        text, finished = collect(_run(served, job, req.stop_list), st.metrics, "/v1/chat/completions", started)
+    results = collect_all(_start(served, jobs, req.stop_list), st.metrics, "/v1/chat/completions", started)
+    for job, (text, finished) in zip(jobs, results):
         completion_tokens += finished.completion_tokens
         choices.append({"index": job.index, "message": {"role": "assistant", "content": text},
                         "logprobs": None, "finish_reason": finished.finish_reason})
@@ -280,6 +282,7 @@ def _stream(served: "ServedModel", metrics: "ServerMetrics", route: str, started
             req: SamplingRequest, meta: dict[str, Any], *, chat: bool) -> Response:
     include_usage = req.include_usage
     extra = {"usage": None} if include_usage else {}
+    runs = _start(served, jobs, req.stop_list)  # before the 200 goes out: a full server is a 429
 
     def chunk(index: int, text: Optional[str] = None, finish: Optional[str] = None, role: bool = False) -> str:
         if chat:
@@ -293,12 +296,12 @@ def _stream(served: "ServedModel", metrics: "ServerMetrics", route: str, started
     def events() -> Iterator[str]:
         completion_tokens = 0
         try:
-            for job in jobs:
+            for job, generation in zip(jobs, runs):
                 if chat:
                     yield chunk(job.index, role=True)
                 elif job.echo:
                     yield chunk(job.index, job.echo)
-                with closing(_run(served, job, req.stop_list)) as run:
+                with closing(generation) as run:
                     for event in run:
                         if isinstance(event, Piece):
                             if event.text:
@@ -314,10 +317,16 @@ def _stream(served: "ServedModel", metrics: "ServerMetrics", route: str, started
             # The status line is gone already: report the failure in-band, as OpenAI does.
             log.error("%s: generation failed while streaming: %s", route, err, exc_info=err.__cause__)
             yield _sse(ApiError(500, f"generation failed: {err}").body(openai=True))
+        finally:
+            for generation in runs:  # choices not streamed yet (the client left): cancel them too
+                generation.close()
         yield "data: [DONE]\n\n"
 
-    return Response(
+    response = Response(
         events(),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    # A client that leaves before the first chunk never starts events(): cancel its generations here.
+    response.call_on_close(lambda: [generation.close() for generation in runs])
+    return response

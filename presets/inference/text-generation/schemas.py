@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MAX_BEAMS = 8
 MAX_CHOICES = 8
 MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 256  # characters per stop string: each is searched in the text at every token
+MAX_PROMPTS = 32  # prompts in one /v1/completions request (each is a generation, times n)
 
 # generate_kwargs beyond KAITO's own fields that /chat forwards to generate().
 # Anything else (streamer, output_scores, return_dict_in_generate, ...) would
@@ -28,6 +30,21 @@ KAITO_EXTRA_GENERATE_KWARGS = frozenset({
     "num_beam_groups", "renormalize_logits", "remove_invalid_values", "sequence_bias", "suppress_tokens",
     "use_cache", "num_return_sequences",
 })
+
+
+def check_stop_strings(value: Optional[Union[str, list[str]]]) -> Optional[list[str]]:
+    """A list of at most MAX_STOP_STRINGS non-empty stop strings of at most MAX_STOP_LENGTH characters."""
+    if value is None:
+        return None
+    stops = [value] if isinstance(value, str) else value
+    if len(stops) > MAX_STOP_STRINGS:
+        raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings are allowed, not {len(stops)}")
+    if any(s == "" for s in stops):
+        raise ValueError("stop strings must not be empty")
+    longest = max(len(s) for s in stops) if stops else 0
+    if longest > MAX_STOP_LENGTH:
+        raise ValueError(f"a stop string may be at most {MAX_STOP_LENGTH} characters, not {longest}")
+    return stops
 
 
 class _Strict(BaseModel):
@@ -64,6 +81,12 @@ class GenerateKwargs(BaseModel):
     max_new_tokens: Optional[int] = Field(None, ge=1)
     min_new_tokens: Optional[int] = Field(None, ge=0)
     stop_strings: Optional[Union[str, list[str]]] = None
+
+    @field_validator("stop_strings")
+    @classmethod
+    def _stops(cls, value: Optional[Union[str, list[str]]]) -> Optional[Union[str, list[str]]]:
+        check_stop_strings(value)
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "GenerateKwargs":
@@ -127,14 +150,7 @@ class SamplingRequest(_Strict):
     @field_validator("stop")
     @classmethod
     def _stops(cls, value: Optional[Union[str, list[str]]]) -> Optional[list[str]]:
-        if value is None:
-            return None
-        stops = [value] if isinstance(value, str) else value
-        if len(stops) > MAX_STOP_STRINGS:
-            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings are allowed")
-        if any(s == "" for s in stops):
-            raise ValueError("stop strings must not be empty")
-        return stops
+        return check_stop_strings(value)
 
     @field_validator("logit_bias")
     @classmethod
@@ -157,6 +173,13 @@ class SamplingRequest(_Strict):
 
 class CompletionRequest(SamplingRequest):
     prompt: Union[str, list[str], list[int], list[list[int]]]
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and not all(isinstance(x, int) for x in value) and len(value) > MAX_PROMPTS:
+            raise ValueError(f"at most {MAX_PROMPTS} prompts per request, not {len(value)}; send several requests")
+        return value
     max_tokens: Optional[int] = Field(16, ge=1)
     echo: bool = False
     logprobs: Optional[int] = None

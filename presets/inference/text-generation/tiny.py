@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|user|>", "<|assistant|>", "<|system|>"]
 
@@ -85,6 +85,7 @@ def make_tiny_model(
     num_heads: int = 4,
     max_position_embeddings: int = 1024,
     seed: int = 0,
+    num_kv_heads: int | None = None,
 ) -> Path:
     """Save a random causal LM (``arch`` "llama" or "gpt2") and its tokenizer to ``directory``.
 
@@ -114,7 +115,7 @@ def make_tiny_model(
             intermediate_size=intermediate_size or 2 * hidden_size,
             num_hidden_layers=num_layers,
             num_attention_heads=num_heads,
-            num_key_value_heads=num_heads,
+            num_key_value_heads=num_kv_heads or num_heads,
             max_position_embeddings=max_position_embeddings,
             **ids,
         )
@@ -130,12 +131,34 @@ def make_tiny_model(
             **ids,
         )
         model = GPT2LMHeadModel(config)
+    elif arch in ("gemma3", "mistral3"):
+        model = _tiny_multimodal(arch, len(tokenizer), hidden_size, num_layers, num_heads, max_position_embeddings,
+                                 ids)
     else:
-        raise ValueError(f"arch must be 'llama' or 'gpt2', not {arch!r}")
+        raise ValueError(f"arch must be 'llama', 'gpt2', 'gemma3' or 'mistral3', not {arch!r}")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     make_world_readable(out)
     return out
+
+
+def _tiny_multimodal(arch: str, vocab: int, hidden: int, layers: int, heads: int, positions: int,
+                     ids: dict[str, Any]) -> Any:
+    """A tiny Gemma3ForConditionalGeneration or Mistral3ForConditionalGeneration (text + a one-layer vision tower)."""
+    import transformers as tf
+
+    text = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), head_dim=hidden // heads,
+                max_position_embeddings=positions, **ids)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    if arch == "gemma3":
+        config = tf.Gemma3Config(text_config=tf.Gemma3TextConfig(**text), vision_config=tf.SiglipVisionConfig(**vision),
+                                 mm_tokens_per_image=4, **ids)
+        return tf.Gemma3ForConditionalGeneration(config)
+    config = tf.Mistral3Config(text_config=tf.MistralConfig(**text),
+                               vision_config=tf.PixtralVisionConfig(head_dim=16, **vision), **ids)
+    return tf.Mistral3ForConditionalGeneration(config)
 
 
 def make_lora_adapter(

@@ -1,0 +1,30 @@
+"""Run under torchrun: load the served model split over the job, write what rank 0 sees to argv[1].
+
+Written: every merged weight gathered from its shards (``full_tensor``), and
+per rank the number of weight elements it holds locally.
+"""
+
+import sys
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+
+from kaitoctl_server.config import ServerConfig
+from kaitoctl_server.loader import load_served_model
+
+served = load_served_model(ServerConfig.from_env())
+whole, local = {}, 0
+for name, param in served.model.named_parameters():
+    if isinstance(param, DTensor):
+        local += param.to_local().numel()
+        whole[name] = param.full_tensor().clone()
+    else:
+        local += param.numel()
+        whole[name] = param.detach().clone()
+held = [None] * dist.get_world_size()
+dist.all_gather_object(held, local)
+if dist.get_rank() == 0:
+    torch.save({"weights": whole, "held": held, "placements": {
+        n: str(p.placements) for n, p in served.model.named_parameters() if isinstance(p, DTensor)}}, sys.argv[1])
+dist.destroy_process_group()
