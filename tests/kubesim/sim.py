@@ -153,9 +153,35 @@ class KubeSim:
         _Registry.attach(self)
         for pod in self.list("Pod"):
             self._seen(pod)
+        self._pulls_stop = threading.Event()
+        self._pulls = threading.Thread(target=self._pull_retries, daemon=True, name="kubesim-pull-retries")
+        self._pulls.start()
         return self
 
+    def _pull_retries(self, every: float = 1.0) -> None:
+        """The kubelet retrying a failing pull: its Warning ``Failed`` "Failed to pull image ..." with the
+        registry's answer, again every ``every`` seconds (count and lastTimestamp bumped). kwok's Stage
+        events cannot carry the per-image message, so the fixture records them."""
+        while not self._pulls_stop.wait(every):
+            try:
+                for pod in self.list("Pod"):
+                    meta, spec = pod["metadata"], pod["spec"]
+                    notes = meta.get("annotations") or {}
+                    if notes.get(A + "fault") != "pull_error" or meta.get("deletionTimestamp"):
+                        continue
+                    containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+                    image = next((c.get("image", "") for c in containers if c["name"] == notes.get(A + "container")),
+                                 "")
+                    self.add_event("Pod", meta["namespace"], meta["name"], "Failed",
+                                   f'Failed to pull image "{image}": {notes.get(A + "message", "")}',
+                                   type_="Warning", component="kubelet")
+            except Exception:  # noqa: BLE001 - a pod gone meanwhile, or the test ending: next round
+                continue
+
     def stop(self) -> None:
+        if getattr(self, "_pulls", None) is not None:
+            self._pulls_stop.set()
+            self._pulls.join(timeout=10)
         try:
             self._cleanup()
         finally:
