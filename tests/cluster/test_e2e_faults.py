@@ -152,7 +152,7 @@ def test_a_real_admission_policy_422_lists_its_cause_and_nothing_is_applied(sim,
     assert "the API server rejected deployment.apps/falcon as invalid" in result.stderr
     assert ("  (object): ValidatingAdmissionPolicy 'trusted-registries' with binding 'trusted-registries' denied "
             "request: image registry not allowed by policy") in result.stderr
-    assert "server-side dry run: " in result.stderr and "nothing was applied" in result.stderr
+    assert "server-side dry run: " in result.stderr and "nothing was applied" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert writes(sim) == []
     assert sim.get("Service", "default", "falcon") is None
