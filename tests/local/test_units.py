@@ -193,7 +193,7 @@ def test_ctrl_c_while_the_model_loads_says_what_it_interrupted(
 
 def test_ctrl_c_once_serving_still_propagates_to_the_server_loop() -> None:
     class Served:
-        def run(self, config: Any, *, on_ready: Any, stop_event: Any = None) -> None:
+        def run(self, config: Any, *, on_ready: Any, stop_event: Any = None, nproc: int = 1) -> None:
             on_ready(object(), "http://127.0.0.1:1")
             raise KeyboardInterrupt
 

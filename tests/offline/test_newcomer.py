@@ -137,15 +137,18 @@ def test_help_shows_what_to_type_not_python_types(capsys: pytest.CaptureFixture)
     (["skus", "list", "--cloud", "gcp"], "invalid value for '--cloud': 'gcp' is not one of 'azure', 'aws'"),
     (["status", "-o", "bogus"], "invalid value for '-o' / '--output': 'bogus' is not one of 'table', 'wide', "
                                 "'json', 'yaml'"),
-    (["serve", "--port", "0"], "invalid value for '--port': must be greater than or equal to 1"),
+    (["serve", "--port", "0"], "invalid value for '--port': "),
 ])
 def test_bad_flag_values_are_reported_in_kaitoctls_style(argv: list[str], message: str,
                                                         capsys: pytest.CaptureFixture) -> None:
     code, out, err = run(argv, capsys)
     assert code == 2 and out == ""
     command = " ".join(a for a in argv[:2] if not a.startswith("-"))
-    assert err.splitlines() == [f"kaitoctl: error: {message}",
-                                f"hint: `kaitoctl {command} -h` lists the options and their values"]
+    # How a range is worded ("must be greater than or equal to 1", or click's "0 is not in the range
+    # 1<=x<=65535" at the Typer floor) is the framework's; the form around it is kaitoctl's.
+    first, *rest = err.splitlines()
+    assert first.startswith(f"kaitoctl: error: {message}") and "Value error" not in first
+    assert rest == [f"hint: `kaitoctl {command} -h` lists the options and their values"]
 
 
 @pytest.fixture

@@ -144,22 +144,6 @@ def test_validate_json_lists_the_configmaps_and_secrets_too(tmp_path, capsys) ->
                                                                               ("Workspace", "w", True)]
 
 
-def test_fetch_failure_reasons() -> None:
-    import errno
-
-    from kaitoctl_server.fetch import choose_files, reason
-
-    full = OSError(errno.ENOSPC, "No space left on device")
-    assert reason(full, "o/m", "abc", "/w", "https://hub", None) == (
-        "disk full while writing the weights of o/m into /w: give the weights volume more room (the node's disk, or "
-        "the emptyDir sizeLimit)")
-    wrapped = RuntimeError("download failed")
-    wrapped.__cause__ = full
-    assert reason(wrapped, "o/m", "abc", "/w", "https://hub", None).startswith("disk full")
-    assert choose_files(["model.safetensors", "pytorch_model.bin", "original/consolidated.pth", "config.json",
-                         ".gitattributes", "tokenizer.json"]) == ["config.json", "model.safetensors", "tokenizer.json"]
-
-
 def test_a_companion_without_namespace_goes_with_the_workspace() -> None:
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "stringData": {"HF_TOKEN": "x"}}
     doc = ws("llama-3.1-8b-instruct", inference__preset__presetOptions={"modelAccessSecret": "hf"},

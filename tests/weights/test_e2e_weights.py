@@ -158,3 +158,19 @@ def test_an_interrupted_download_resumes_where_it_stopped(tmp_path: Path, tiny_r
         assert result.returncode == 0, result.stderr
         assert hub.ranges == [("extra.safetensors", f"bytes={10 * 2**20}-")]  # resumed, not fetched again
     assert (weights / "extra.safetensors").read_bytes() == (repo / "extra.safetensors").read_bytes()
+
+
+def test_fetch_failure_reasons() -> None:
+    import errno
+
+    from kaitoctl_server.fetch import choose_files, reason
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert reason(full, "o/m", "abc", "/w", "https://hub", None) == (
+        "disk full while writing the weights of o/m into /w: give the weights volume more room (the node's disk, or "
+        "the emptyDir sizeLimit)")
+    wrapped = RuntimeError("download failed")
+    wrapped.__cause__ = full
+    assert reason(wrapped, "o/m", "abc", "/w", "https://hub", None).startswith("disk full")
+    assert choose_files(["model.safetensors", "pytorch_model.bin", "original/consolidated.pth", "config.json",
+                         ".gitattributes", "tokenizer.json"]) == ["config.json", "model.safetensors", "tokenizer.json"]
