@@ -536,17 +536,35 @@ def rollout_status(workload: dict[str, Any], pods: list[dict[str, Any]], events:
             if waiting is None:
                 waiting = found
                 message = _waiting_message(found, lasted)
-    if failure is None and not done and workload.get("kind") == "StatefulSet":
-        deadline = progress_deadline_s if progress_deadline_s is not None else DEFAULT_PROGRESS_DEADLINE_S
-        if stalled_s > deadline:
-            name = (workload.get("metadata") or {}).get("name")
-            failure = Failure("ProgressDeadlineExceeded",
-                              f'statefulset "{name}" made no progress for {int(stalled_s)}s '
-                              f"(kaitoctl's deadline for StatefulSets: {int(deadline)}s)",
-                              details=lines,
-                              hint="`kaitoctl status NAME` shows what the pods are doing")
+    if failure is None and not done:
+        failure = _stalled(workload, stalled_s, progress_deadline_s, lines)
     return RolloutStatus(message=message, done=done, failure=failure, pods=lines,
                          waiting=waiting if failure is None else None)
+
+
+def _stalled(workload: dict[str, Any], stalled_s: float, progress_deadline_s: Optional[float],
+             lines: list[str]) -> Optional[Failure]:
+    """kaitoctl's own no-progress deadline, where the API server sets none.
+
+    StatefulSets have no progress deadline at all. A Deployment's controller checks
+    its progressDeadlineSeconds during a template rollout, but not for a plain
+    scale-up after a finished rollout (it stays "NewReplicaSetAvailable"), so a
+    new pod that never becomes Ready would be waited on until --timeout: the
+    watch applies the Deployment's own deadline to the time nothing changed.
+    """
+    name = (workload.get("metadata") or {}).get("name")
+    if workload.get("kind") == "StatefulSet":
+        deadline = progress_deadline_s if progress_deadline_s is not None else DEFAULT_PROGRESS_DEADLINE_S
+        message = (f'statefulset "{name}" made no progress for {int(stalled_s)}s '
+                   f"(kaitoctl's deadline for StatefulSets: {int(deadline)}s)")
+    else:
+        deadline = float((workload.get("spec") or {}).get("progressDeadlineSeconds") or DEFAULT_PROGRESS_DEADLINE_S)
+        message = (f'deployment "{name}" exceeded its progress deadline: no progress for {int(stalled_s)}s '
+                   f"(progressDeadlineSeconds {int(deadline)})")
+    if stalled_s <= deadline:
+        return None
+    return Failure("ProgressDeadlineExceeded", message, details=lines,
+                   hint="`kaitoctl status NAME` shows what the pods are doing")
 
 
 # --------------------------------------------------------------------------------------------
