@@ -104,10 +104,9 @@ class Block:
         return f"{self.path.relative_to(ROOT)}:{command.line if command else self.line}"
 
 
-def tagged_blocks(text: str, path: Path) -> list[Block]:
-    """Every ``sh`` block whose first line is ``# test: KIND``, with its commands, in file order."""
+def _fenced_blocks(text: str) -> Iterator[tuple[int, str, list[tuple[int, str]]]]:
+    """Every fenced code block: (index of its opening line, info string, [(line number, line)] of its body)."""
     lines = text.splitlines()
-    blocks: list[Block] = []
     i = 0
     while i < len(lines):
         opening = _OPEN_FENCE.match(lines[i])
@@ -116,14 +115,20 @@ def tagged_blocks(text: str, path: Path) -> list[Block]:
             continue
         fence = opening.group("fence")
         closing = re.compile(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$")
-        start = i
-        i += 1
+        start, i = i, i + 1
         body: list[tuple[int, str]] = []
         while i < len(lines) and not closing.match(lines[i]):
             body.append((i + 1, lines[i]))
             i += 1
         i += 1  # past the closing fence
-        if opening.group("info") != "sh" or not body:
+        yield start, opening.group("info") or "", body
+
+
+def tagged_blocks(text: str, path: Path) -> list[Block]:
+    """Every ``sh`` block whose first line is ``# test: KIND``, with its commands, in file order."""
+    blocks: list[Block] = []
+    for start, info, body in _fenced_blocks(text):
+        if info != "sh" or not body:
             continue
         tag = _TAG.match(body[0][1].strip())
         if tag:
@@ -410,23 +415,9 @@ class Output:
 
 def output_blocks(text: str, path: Path) -> list[Output]:
     """Every ``$ COMMAND`` of every output block (see the module docstring), in file order."""
-    lines = text.splitlines()
     found: list[Output] = []
-    i = 0
-    while i < len(lines):
-        opening = _OPEN_FENCE.match(lines[i])
-        if not opening:
-            i += 1
-            continue
-        fence = opening.group("fence")
-        closing = re.compile(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$")
-        start, i = i, i + 1
-        body: list[tuple[int, str]] = []
-        while i < len(lines) and not closing.match(lines[i]):
-            body.append((i + 1, lines[i]))
-            i += 1
-        i += 1
-        if opening.group("info") or not body or not body[0][1].startswith("$ "):
+    for _start, info, body in _fenced_blocks(text):
+        if info or not body or not body[0][1].startswith("$ "):
             continue
         current: Optional[tuple[int, str, list[str]]] = None
         previous_blank = True
