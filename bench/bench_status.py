@@ -1,12 +1,13 @@
 """Benchmark: `kaitoctl status` against 1, 10 and 100 workspaces, and how fast `apply` notices Ready.
 
-Runs against the test cluster (tests/kubesim) in one process, side by side:
+Runs against the test cluster (tests/kubesim: the real control plane from KUBEBUILDER_ASSETS),
+side by side:
 
 1. API requests and wall time of `kaitoctl status` (the real command, a subprocess) in a
    namespace holding 1, 10 and 100 ready workspaces: the requests must stay flat in N.
    The same list view is also timed in-process, without the interpreter start-up.
-2. The delay between the last pod of a workspace turning Ready (as the simulated kubelet
-   records it) and `kaitoctl apply` returning, for 1 and 3 replicas.
+2. The delay between the last pod of a workspace turning Ready (when the fixture's pod watch
+   first sees it) and `kaitoctl apply` returning, for 1 and 3 replicas.
 
     .venv/bin/python bench/bench_status.py [--repeat 3]
 
@@ -156,8 +157,8 @@ def bench_ready_to_return(repeat: int) -> None:
         print(f"{replicas:>8}  {', '.join(f'{d:.0f}' for d in reported_ms):>20}  "
               f"{', '.join(f'{d:.0f}' for d in exited_ms):>18}  "
               f"{statistics.median(reported_ms):>11.0f} / {statistics.median(exited_ms):<9.0f}")
-    print("(ready->reported includes the simulated controllers' ticks, 25 ms each, between the pod's Ready and "
-          "the Deployment's status; ready->exited adds the history write and the interpreter's exit)")
+    print("(ready->reported includes the deployment controller's status update after the pod's Ready; "
+          "ready->exited adds the history write and the interpreter's exit)")
 
 
 def main() -> None:

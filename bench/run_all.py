@@ -5,6 +5,7 @@ see the docstring at the top of each file for what it measures:
 
     bench_render.py   kaitoctl render start-up vs the import floor of its libraries
     bench_status.py   kaitoctl status API calls and time for 1/10/100 workspaces; apply's Ready delay
+    bench_startup.py  kaitoctl status -A / apply start-up vs kubectl on the real test control plane
     bench_server.py   merged vs base vs unmerged-PEFT tokens/s; HTTP /chat vs raw generate(); merge cost
     bench_batching.py continuous batching: tokens/s at 1-16 clients, TTFT; merged vs no-adapter over HTTP
     bench_tp.py       tensor parallel on CPU: weight bytes per rank / whole model; tokens/s world size 2 / 1
@@ -21,7 +22,7 @@ from _venv import use_project_venv
 
 use_project_venv("torch", "kubernetes", "kaitoctl", "kaitoctl_server")
 
-BENCHES = ["bench_render.py", "bench_status.py", "bench_server.py", "bench_batching.py", "bench_tp.py", "bench_soak.py"]
+BENCHES = ["bench_render.py", "bench_status.py", "bench_startup.py", "bench_server.py", "bench_batching.py", "bench_tp.py", "bench_soak.py"]
 
 
 def main() -> int:

@@ -465,7 +465,12 @@ def apply_workspace(kube: Any, ws: Workspace, opts: ApplyOptions, ui: ApplyUI) -
             hist.finish(kube, recorded, revision, outcome=outcome, seconds=seconds, failure=failure)
 
     try:
-        applied = apply_all(kube, [(obj, _live_of(obj, state)) for obj in objs], stale, opts.force_conflicts, ui)
+        # When the workload changes kind (the downtime gate allowed it), the old one's pods stop first,
+        # so the new pods find the GPUs free instead of being reported unschedulable next to them.
+        from kaitoctl.delete import wait_pods_gone
+
+        applied = apply_all(kube, [(obj, _live_of(obj, state)) for obj in objs], stale, opts.force_conflicts, ui,
+                            stop_first=lambda: wait_pods_gone(kube, name, namespace, opts.timeout_s))
     except KaitoctlError as err:
         finish("failed", failure=f"apply failed: {err.message}")
         raise
@@ -553,8 +558,11 @@ def _retrying(call: Any, attempts: int = 3) -> Any:
 
 
 def apply_all(kube: Any, objs: list[tuple[dict[str, Any], Optional[dict[str, Any]]]], stale: list[dict[str, Any]],
-              force: bool, ui: ApplyUI) -> list[dict[str, Any]]:
+              force: bool, ui: ApplyUI, stop_first: Any = None) -> list[dict[str, Any]]:
     """Apply every ``(object, live before)`` in order, then delete ``stale``; all or nothing.
+
+    With ``stop_first``, stale workloads are deleted before anything is applied and
+    ``stop_first()`` waits for their pods to go.
 
     Any number of objects of any kind (workload, Services, ConfigMaps, Secrets) can join the
     list. A transient API error is retried; any other failure undoes the steps already done,
@@ -563,14 +571,25 @@ def apply_all(kube: Any, objs: list[tuple[dict[str, Any], Optional[dict[str, Any
     """
     done: list[tuple[str, dict[str, Any], Optional[dict[str, Any]]]] = []   # (step, object, live before)
     applied: list[dict[str, Any]] = []
+    first = [o for o in stale if o.get("kind") in ("Deployment", "StatefulSet")] if stop_first else []
+
+    def delete(obj: dict[str, Any]) -> None:
+        _retrying(lambda: kube.delete(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")))
+        done.append(("delete", obj, obj))
+
     try:
+        for obj in first:
+            ui.step(f"stopping {_ref(obj)} before its replacement starts")
+            delete(obj)
+        if first:
+            stop_first()
         for obj, before in objs:
             applied.append(_retrying(lambda: kube.apply(obj, force=force)))
             done.append(("apply", obj, before))
         for obj in stale:
-            _retrying(lambda: kube.delete(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")))
-            done.append(("delete", obj, obj))
-    except ClusterError as err:
+            if obj not in first:
+                delete(obj)
+    except (ClusterError, RolloutTimeout) as err:
         undone, failed = _undo(kube, done)
         what = ", ".join(undone) or "nothing had been written yet"
         err.message = f"{err.message}; the apply stopped there and was undone ({what})"

@@ -129,6 +129,10 @@ def _root(
     """Global options."""
     global _DEBUG
     _DEBUG = debug
+    if debug:
+        from kaitoctl import kube
+
+        kube.DEBUG = True
 
 
 def _print_error(err: KaitoctlError) -> None:

@@ -9,12 +9,15 @@ with fixtures. This module:
   account; ``--context`` picks the context; the namespace is ``-n``, else the
   context's, else ``default``;
 - makes typed calls (list/get/apply/delete/watch/log per kind, from the
-  :data:`KINDS` table) through the official client's ``ApiClient``, which does
-  the authentication (tokens, client certificates, exec plugins), TLS and
-  proxies, and reads the responses as JSON dicts. The generated ``CoreV1Api``
-  and ``AppsV1Api`` classes are not used: importing them builds about a
-  thousand pydantic models (over a second on every command), and their
-  model objects would only be converted back to dicts;
+  :data:`KINDS` table) over urllib3 (as the official client does underneath)
+  and reads the responses as JSON dicts. A kubeconfig whose user has a token,
+  a client certificate or a password is read here directly; anything else
+  (exec plugins, auth providers, several merged files, in-cluster) is resolved
+  by the official client's loader, which then also refreshes the token. The
+  ``kubernetes`` package costs about a third of a second to import (it loads
+  every generated API class), so the common case does without it;
+- says nothing when the kubeconfig turns TLS verification off (as kubectl;
+  urllib3 would warn on every request), one line with ``--debug``;
 - does server-side apply (PATCH ``application/apply-patch+yaml`` with the field
   manager ``kaitoctl``; dry run and force on request), because the typed client
   has no first-class apply (kubernetes-client/python#1430);
@@ -24,7 +27,7 @@ with fixtures. This module:
   message that says what was refused, why, and what would fix it.
 
 The ``kubernetes`` package is imported here only, and only inside functions,
-so that the offline commands never load it.
+so that the offline commands (and most cluster commands) never load it.
 """
 
 from __future__ import annotations
@@ -160,14 +163,22 @@ def connect(kubeconfig: Optional[Path] = None, context: Optional[str] = None,
             namespace: Optional[str] = None) -> "Kube":
     """A :class:`Kube` for the cluster the flags name, resolved as kubectl resolves it."""
     import yaml
+    paths, exists = _kubeconfig_paths(kubeconfig)
+    in_cluster = (not exists and kubeconfig is None and context is None
+                  and bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
+    if not in_cluster and exists:
+        simple = _simple_kubeconfig(paths, context)
+        if simple is not None:
+            tls, auth, ctx = simple
+            conn = Connection(server=tls.server, namespace=namespace or ctx.get("namespace") or DEFAULT_NAMESPACE,
+                              context=ctx["name"], source=paths)
+            return _kube(tls, lambda: auth, conn)
+
     from kubernetes import client as k8s_client
     from kubernetes.config import incluster_config, kube_config
     from kubernetes.config.config_exception import ConfigException
 
     configuration = k8s_client.Configuration()
-    paths, exists = _kubeconfig_paths(kubeconfig)
-    in_cluster = (not exists and kubeconfig is None and context is None
-                  and bool(os.environ.get("KUBERNETES_SERVICE_HOST")))
     if in_cluster:
         try:
             incluster_config.load_incluster_config(client_configuration=configuration)
@@ -181,7 +192,7 @@ def connect(kubeconfig: Optional[Path] = None, context: Optional[str] = None,
                 ns = DEFAULT_NAMESPACE
         conn = Connection(server=configuration.host, namespace=ns or DEFAULT_NAMESPACE, context=None,
                           source="in-cluster")
-        return _client(k8s_client, configuration, conn)
+        return _from_configuration(configuration, conn)
 
     if not exists:
         where = f"--kubeconfig {paths}" if kubeconfig is not None else (
@@ -224,16 +235,181 @@ def connect(kubeconfig: Optional[Path] = None, context: Optional[str] = None,
         context=(active or {}).get("name") if active else context,
         source=paths,
     )
-    return _client(k8s_client, configuration, conn)
+    return _from_configuration(configuration, conn)
 
 
-def _client(k8s_client: Any, configuration: Any, conn: Connection) -> "Kube":
+@dataclass(frozen=True)
+class Tls:
+    """Where and how to connect: the server URL and what urllib3 needs for its TLS."""
+
+    server: str
+    verify: bool = True
+    ca_file: Optional[str] = None
+    ca_data: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    server_name: Optional[str] = None
+    proxy: Optional[str] = None
+
+
+# What a kubeconfig user may hold for the fast path; anything else (exec plugins, auth providers,
+# token files, impersonation) goes through the official client's loader.
+_SIMPLE_USER_KEYS = {"token", "client-certificate", "client-certificate-data", "client-key", "client-key-data",
+                     "username", "password"}
+_SIMPLE_CLUSTER_KEYS = {"server", "certificate-authority", "certificate-authority-data", "insecure-skip-tls-verify",
+                        "tls-server-name"}
+
+
+def _simple_kubeconfig(paths: str, context: Optional[str]) -> Optional[tuple[Tls, Optional[str], dict[str, Any]]]:
+    """(TLS, Authorization header, context) for one kubeconfig file that needs no plugin, else None.
+
+    This covers token, client-certificate and basic-auth users without importing the
+    ``kubernetes`` package (a third of a second on every command); None sends every other
+    case, and every malformed file, through the official loader and its error messages.
+    """
+    import base64
+
+    if os.pathsep in paths:
+        return None
+    path = Path(paths).expanduser()
+    try:
+        import yaml
+
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        name = context or config.get("current-context")
+        ctx = next(c for c in config.get("contexts") or [] if c.get("name") == name)
+        ctx_body = ctx.get("context") or {}
+        cluster = next(c for c in config.get("clusters") or [] if c.get("name") == ctx_body.get("cluster"))["cluster"]
+        user = next((u for u in config.get("users") or [] if u.get("name") == ctx_body.get("user")),
+                    {"user": {}}).get("user") or {}
+        if set(user) - _SIMPLE_USER_KEYS or set(cluster) - _SIMPLE_CLUSTER_KEYS or not cluster.get("server"):
+            return None
+
+        def local(file: Optional[str]) -> Optional[str]:
+            return str((path.parent / Path(file).expanduser()).resolve()) if file else None
+
+        def data_file(data: Optional[str], fallback: Optional[str]) -> Optional[str]:
+            if not data:
+                return local(fallback)
+            import tempfile
+
+            fd, name = tempfile.mkstemp(prefix="kaitoctl-")
+            with os.fdopen(fd, "wb") as out:
+                out.write(base64.b64decode(data, validate=True))
+            import atexit
+
+            atexit.register(lambda: Path(name).unlink(missing_ok=True))
+            return name
+
+        ca_data = cluster.get("certificate-authority-data")
+        tls = Tls(server=str(cluster["server"]).rstrip("/"),
+                  verify=not cluster.get("insecure-skip-tls-verify", False),
+                  ca_file=None if ca_data else local(cluster.get("certificate-authority")),
+                  ca_data=base64.b64decode(ca_data, validate=True).decode() if ca_data else None,
+                  cert_file=data_file(user.get("client-certificate-data"), user.get("client-certificate")),
+                  key_file=data_file(user.get("client-key-data"), user.get("client-key")),
+                  server_name=cluster.get("tls-server-name"))
+        if user.get("token"):
+            auth: Optional[str] = f"Bearer {user['token']}"
+        elif user.get("username"):
+            pair = f"{user['username']}:{user.get('password', '')}".encode()
+            auth = "Basic " + base64.b64encode(pair).decode()
+        else:
+            auth = None
+        return tls, auth, {"name": name, "namespace": ctx_body.get("namespace")}
+    except Exception:  # noqa: BLE001 - anything unusual: the official loader decides and explains
+        return None
+
+
+def _from_configuration(configuration: Any, conn: Connection) -> "Kube":
+    """A :class:`Kube` from the official client's resolved ``Configuration`` (exec plugins, in-cluster...)."""
+    tls = Tls(server=str(configuration.host).rstrip("/"), verify=bool(configuration.verify_ssl),
+              ca_file=configuration.ssl_ca_cert, cert_file=configuration.cert_file, key_file=configuration.key_file,
+              server_name=getattr(configuration, "tls_server_name", None), proxy=configuration.proxy)
+
+    def auth() -> Optional[str]:
+        # Refreshes an exec plugin's or the service account's token when it expires.
+        token = configuration.get_api_key_with_prefix("authorization") or configuration.get_api_key_with_prefix(
+            "BearerToken")
+        if token:
+            return token
+        if configuration.username:
+            return configuration.get_basic_auth_token()
+        return None
+
+    return _kube(tls, auth, conn)
+
+
+def _kube(tls: Tls, auth: Any, conn: Connection) -> "Kube":
     import atexit
 
-    configuration.retries = 1  # a refused connection is reported at once, not after urllib3's 3 retries
-    kube = Kube(k8s_client.ApiClient(configuration), conn)
+    kube = Kube(Transport(tls, auth), conn)
     atexit.register(kube.close)
     return kube
+
+
+class Transport:
+    """HTTP to the API server with urllib3, as the official client does underneath (one pool, threads share it)."""
+
+    def __init__(self, tls: Tls, auth: Any) -> None:
+        import urllib3
+
+        self.tls = tls
+        self.auth = auth
+        kwargs: dict[str, Any] = {"num_pools": 4, "maxsize": 8, "retries": urllib3.Retry(total=1, redirect=False)}
+        if tls.server.startswith("https"):
+            if tls.verify:
+                kwargs.update(cert_reqs="CERT_REQUIRED", ca_certs=tls.ca_file, ca_cert_data=tls.ca_data)
+                if not tls.ca_file and not tls.ca_data:
+                    import certifi
+
+                    kwargs["ca_certs"] = certifi.where()
+                if tls.server_name:
+                    kwargs["server_hostname"] = tls.server_name
+            else:
+                kwargs["cert_reqs"] = "CERT_NONE"
+                _insecure_once(tls.server)
+            kwargs.update(cert_file=tls.cert_file, key_file=tls.key_file)
+        self.pool: Any = (urllib3.ProxyManager(tls.proxy, **kwargs) if tls.proxy else urllib3.PoolManager(**kwargs))
+
+    def request(self, method: str, path: str, query: list[tuple[str, Any]], headers: dict[str, str], body: Any,
+                timeout: Any, stream: bool) -> Any:
+        from urllib.parse import urlencode
+
+        import urllib3
+
+        url = self.tls.server + path + (f"?{urlencode(query)}" if query else "")
+        auth = self.auth()
+        if auth:
+            headers = {**headers, "Authorization": auth}
+        data = None
+        if body is not None:
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            headers.setdefault("Content-Type", "application/json")
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        return self.pool.request(method, url, body=data, headers=headers, preload_content=not stream,
+                                 timeout=urllib3.Timeout(connect=connect, read=read), redirect=False)
+
+    def close(self) -> None:
+        self.pool.clear()
+
+
+DEBUG = False   # set by `kaitoctl --debug`
+
+
+def _insecure_once(server: str) -> None:
+    """No urllib3 warning on every request when the kubeconfig turns TLS verification off (kubectl is
+    silent too); with --debug, one line says so."""
+    import warnings
+
+    from urllib3.exceptions import InsecureRequestWarning
+
+    warnings.simplefilter("ignore", InsecureRequestWarning)
+    if DEBUG:
+        import sys
+
+        print(f"kaitoctl: debug: TLS verification is off for {server} (insecure-skip-tls-verify in the "
+              "kubeconfig): the server's certificate is not checked", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,8 +665,8 @@ class WatchEvent:
 class Kube:
     """Typed calls on one cluster, returning plain dicts. Safe to use from several threads."""
 
-    def __init__(self, api_client: Any, connection: Connection) -> None:
-        self._client = api_client
+    def __init__(self, transport: Transport, connection: Connection) -> None:
+        self._transport = transport
         self.connection = connection
 
     @property
@@ -504,7 +680,7 @@ class Kube:
     def close(self) -> None:
         """Close pooled connections (the server sees an orderly end, not a reset)."""
         try:
-            self._client.rest_client.pool_manager.clear()
+            self._transport.close()
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
 
@@ -513,35 +689,25 @@ class Kube:
     def _send(self, method: str, path: str, query: list[tuple[str, Any]], *, verb: str, spec: ResourceKind,
               name: Optional[str] = None, namespace: Optional[str] = None, body: Any = None,
               content_type: Optional[str] = None, timeout: Any = REQUEST_TIMEOUT, stream: bool = False) -> Any:
-        """One request through the official ApiClient (auth, TLS, proxies); kaitoctl errors on failure.
+        """One request (auth, TLS and proxy as the kubeconfig says); kaitoctl errors on failure.
 
         Returns the JSON body as a dict, or with ``stream`` the unread urllib3 response.
         """
-        from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         try:
-            request = self._client.param_serialize(method=method, resource_path=path, query_params=query or None,
-                                                   header_params=headers, body=body,
-                                                   auth_settings=["BearerToken"])
-            resp = self._client.call_api(*request, _request_timeout=timeout)
+            resp = self._transport.request(method, path, query, headers, body, timeout, stream)
             if not 200 <= resp.status <= 299:
-                err = api_error(resp.status, resp.read(), verb, spec, name, namespace, self.server,
-                                reason=resp.reason or "")
-                err.retry_after = _retry_after(resp.getheader("Retry-After"))  # type: ignore[attr-defined]
+                err = api_error(resp.status, resp.read() if stream else resp.data, verb, spec, name, namespace,
+                                self.server, reason=resp.reason or "")
+                err.retry_after = _retry_after(resp.headers.get("Retry-After"))  # type: ignore[attr-defined]
                 raise err
             if stream:
-                return resp.response
-            data = resp.read()
-        except ApiException as exc:  # the client reports TLS failures this way (status 0)
-            if exc.status:
-                err = api_error(exc.status, exc.body, verb, spec, name, namespace, self.server)
-                err.retry_after = _retry_after((exc.headers or {}).get("Retry-After"))  # type: ignore[attr-defined]
-                raise err from exc
-            raise transport_error(OSError(f"SSL: {exc.reason}"), self.server) from exc
+                return resp
+            data = resp.data
         except (HTTPError, OSError) as exc:
             raise transport_error(exc, self.server) from exc
         if not data:

@@ -250,10 +250,14 @@ def list_workspaces(kube: Any, namespace: Optional[str], all_namespaces: bool = 
             return []
         return items
 
-    workloads = lst("Deployment", KAITOCTL_SELECTOR) + lst("StatefulSet", KAITOCTL_SELECTOR)
-    pods = lst("Pod", WORKSPACE_LABEL, optional=True)
-    services = lst("Service", KAITOCTL_SELECTOR, optional=True)
-    return build_views(workloads, pods, services)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The four LISTs go out together: one round trip of wall time instead of four.
+    wanted = [("Deployment", KAITOCTL_SELECTOR, False), ("StatefulSet", KAITOCTL_SELECTOR, False),
+              ("Pod", WORKSPACE_LABEL, True), ("Service", KAITOCTL_SELECTOR, True)]
+    with ThreadPoolExecutor(len(wanted)) as pool:
+        deployments, statefulsets, pods, services = pool.map(lambda w: lst(*w), wanted)
+    return build_views(deployments + statefulsets, pods, services)
 
 
 def get_workspace(kube: Any, name: str, namespace: Optional[str]) -> WorkspaceView:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 import yaml
 
-from kubesim import KubeSim
+from kubesim import KubeSim, controlplane
 
 ROOT = Path(__file__).resolve().parents[2]
 ITYPE = "Standard_NC12s_v3"        # 2 x V100 in the catalog; falcon-7b needs 1 GPU on it
@@ -46,8 +46,11 @@ class Runner:
 
 @pytest.fixture
 def sim() -> Iterator[KubeSim]:
+    """The session's real control plane (tests/kubesim), left clean for the next test."""
+    controlplane.skip_unless_available()
     with KubeSim(tick_seconds=0.02) as running:
         yield running
+        assert not running.internal_errors, running.internal_errors
 
 
 @pytest.fixture

@@ -121,7 +121,7 @@ def test_namespace_flag_must_agree_with_the_file(sim, kaitoctl, write_ws):
 
 def test_ctrl_c_leaves_everything_applied_and_says_how_to_resume(sim, kaitoctl, write_ws):
     gpu_node(sim)
-    sim.set_image_behaviour(MODEL_IMAGE, "slow", ticks=150)   # Ready about 3 s after it starts
+    sim.set_image_behaviour(MODEL_IMAGE, "never_ready")   # until Ctrl-C; then "fixed" for the resume
     proc = kaitoctl.start("apply", "-f", write_ws(), "--timeout", "120s")
     sim.wait_until(lambda: sim.list("Pod", "default", "kaito.sh/workspace=falcon"), timeout=30.0, what="the pod")
     sim.wait_until(lambda: requests_of(sim, "GET", "/pods") and any(q.get("watch") == "true"
@@ -135,6 +135,7 @@ def test_ctrl_c_leaves_everything_applied_and_says_how_to_resume(sim, kaitoctl, 
     assert sim.get("Deployment", "default", "falcon") is not None
     assert sim.get("Service", "default", "falcon") is not None
 
+    sim.set_image_behaviour(MODEL_IMAGE, "ok")
     resumed = kaitoctl("status", "falcon", "--watch", "--timeout", "60s")
     assert resumed.returncode == 0, resumed.stderr
     assert 'deployment "falcon" successfully rolled out' in resumed.stderr

@@ -59,7 +59,7 @@ def test_invalid_object_lists_the_servers_causes_and_nothing_is_applied(sim, kai
 
 def test_dropped_and_expired_watches_are_resumed(sim, kaitoctl, write_ws):
     gpu_node(sim)
-    sim.set_image_behaviour(MODEL_IMAGE, "slow", ticks=60)
+    sim.set_image_behaviour(MODEL_IMAGE, "never_ready")    # until the watches have been dropped and expired
     proc = kaitoctl.start("apply", "-f", write_ws(), "--timeout", "60s")
 
     def pod_watches():
@@ -72,6 +72,7 @@ def test_dropped_and_expired_watches_are_resumed(sim, kaitoctl, write_ws):
     sim.wait_until(lambda: len(pod_watches()) >= 2, timeout=30.0, what="the pod watch to resume")
     sim.add_secret("default", "unrelated-change")  # history moves past every watcher's resourceVersion...
     sim.expire_watch_history()                       # ... and is forgotten: the watches get 410 Gone
+    sim.set_image_behaviour(MODEL_IMAGE, "ok")       # now the pod turns Ready
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert 'deployment "falcon" successfully rolled out' in err
@@ -123,3 +124,47 @@ def test_unreachable_and_unauthorized_servers(sim, kaitoctl, write_ws, tmp_path:
     assert denied.returncode == 4
     assert f"kaitoctl: error: unauthorized: the API server at {sim.url} did not accept kaitoctl's credentials" \
         in denied.stderr
+
+
+def test_a_real_admission_policy_422_lists_its_cause_and_nothing_is_applied(sim, kaitoctl, write_ws):
+    gpu_node(sim)
+    sim.apply_as("cluster-admin", {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "trusted-registries"},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                                                         "operations": ["CREATE", "UPDATE"],
+                                                         "resources": ["deployments"]}]},
+                 "validations": [{"expression": "object.spec.template.spec.containers.all(c, "
+                                                "c.image.startsWith('mcr.microsoft.com/'))",
+                                  "message": "image registry not allowed by policy",
+                                  "reason": "Invalid"}]}})
+    sim.apply_as("cluster-admin", {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "trusted-registries"},
+        "spec": {"policyName": "trusted-registries", "validationActions": ["Deny"]}})
+
+    probe = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "probe"},
+             "spec": {"selector": {"matchLabels": {"app": "probe"}}, "template": {
+                 "metadata": {"labels": {"app": "probe"}},
+                 "spec": {"containers": [{"name": "main", "image": "registry.example/probe:1"}]}}}}
+
+    def policy_active():
+        try:
+            sim._call("POST", "/apis/apps/v1/namespaces/default/deployments", body=probe, params={"dryRun": "All"})
+        except RuntimeError as err:
+            return "not allowed by policy" in str(err)
+        return False
+
+    # Policies load asynchronously: wait (as the admin, a dry run) until the apiserver enforces it, so the
+    # dry run of kaitoctl's apply, not its real write, is what meets it.
+    sim.wait_until(policy_active, 30, "the policy to take effect")
+    result = kaitoctl("apply", "-f", write_ws())
+    assert result.returncode == 4, result.stderr
+    assert "the API server rejected deployment.apps/falcon as invalid" in result.stderr
+    assert ("  (object): ValidatingAdmissionPolicy 'trusted-registries' with binding 'trusted-registries' denied "
+            "request: image registry not allowed by policy") in result.stderr
+    assert "server-side dry run: " in result.stderr and "nothing was applied" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert writes(sim) == []
+    assert sim.get("Service", "default", "falcon") is None

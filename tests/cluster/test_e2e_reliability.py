@@ -76,6 +76,7 @@ def test_a_forbidden_pod_watch_ends_the_revision_as_interrupted_and_rollback_ski
     gpu_node(sim, gpus=4)
     assert kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql")]), "--timeout", "60s").returncode == 0
     sim.forbid("watch", "pods")
+    sim.set_image_behaviour(MODEL_IMAGE, "slow", ticks=80)   # the new pod takes ~2 s: the rollout needs the watch
     watched = kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", strength="0.5")]), "--timeout", "60s")
     assert watched.returncode == 4, watched.stderr
     assert "forbidden: you may not watch pods" in watched.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 from kaitoctl import history as hist
 from kaitoctl.kube import connect
 
-from .conftest import adapter, gpu_node, workspace_doc
+from .conftest import MODEL_IMAGE, adapter, gpu_node, workspace_doc
 
 BAD = "registry.example.com/adapters/bad:1"
 
@@ -98,8 +98,10 @@ def test_rollback_skips_an_interrupted_revision(sim, kaitoctl, write_ws):
     gpu_node(sim, gpus=4)
     assert kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", strength="0.1")]), "--timeout", "60s").returncode == 0
     sim.forbid("watch", "pods")
+    sim.set_image_behaviour(MODEL_IMAGE, "slow", ticks=80)   # the new pod takes ~2 s: the rollout needs the watch
     assert kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", strength="0.2")]), "--timeout", "60s").returncode == 4
     sim.allow("watch", "pods")
+    sim.set_image_behaviour(MODEL_IMAGE, "ok")
     assert kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql", strength="0.3")]), "--timeout", "60s").returncode == 0
     back = kaitoctl("rollback", "falcon", "--timeout", "60s")
     assert back.returncode == 0, back.stderr

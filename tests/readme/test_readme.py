@@ -19,7 +19,8 @@ Convention (the README follows it; tests/readme/fixture/README.md shows every ca
   it, runs each line, and checks the answer is JSON with the keys the route documents (or, for
   ``"stream": true``, server-sent events of JSON ending in ``[DONE]``); then Ctrl-C must stop
   the demo with exit 0. curl must be installed (it is here and on CI); nothing stands in for it.
-- ``# test: cluster``: kaitoctl commands, run in order against one test cluster (tests/kubesim)
+- ``# test: cluster``: kaitoctl commands, run in order against one test cluster (tests/kubesim: a real
+  control plane from KUBEBUILDER_ASSETS)
   per README, with KUBECONFIG pointing at it. The cluster has what the examples/ workspaces
   need: for each labelSelector and instanceType, ``resource.count`` Ready GPU nodes with those
   labels, that instance type and its GPUs (named after preferredNodes, then aks-gpu-0, -1, ...;
@@ -362,8 +363,9 @@ def run_demo_server(blocks: list[Block], demo_dir: Path) -> None:
 
 
 def run_cluster(blocks: list[Block], _demo_dir: Path) -> None:
-    from kubesim import KubeSim
+    from kubesim import KubeSim, controlplane
 
+    controlplane.skip_unless_available()
     with KubeSim(tick_seconds=0.02) as sim:
         prepare_cluster(sim)
         env = command_env(KUBECONFIG=sim.kubeconfig_path)
