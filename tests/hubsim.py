@@ -6,7 +6,9 @@ huggingface_hub: ``HfApi.model_info`` and ``hf_hub_download``):
 - ``GET /api/models/<repo>/revision/<rev>``: the commit (``sha``) and the files (``siblings``);
 - ``HEAD``/``GET /<repo>/resolve/<rev>/<path>``: the file, with ``X-Repo-Commit``, ``ETag`` and
   ``Content-Length``; ``Range`` requests are answered 206 (resumed downloads); ``cut`` drops the
-  connection once, mid-file, to test that a download resumes.
+  connection once, mid-file, to test that a download resumes; ``stall`` sends part of a file once
+  and then holds the connection open (``stalled`` is set) until the hub stops, so a test can kill
+  the downloading process mid-file, as a container is killed.
 
 Errors carry the Hub's ``X-Error-Code``/``X-Error-Message`` headers, which huggingface_hub turns
 into its exceptions: 401 ``GatedRepo`` without a token for a gated repo, 401 "Invalid credentials
@@ -28,12 +30,16 @@ from urllib.parse import unquote, urlsplit
 
 class HubSim:
     def __init__(self, repo: str, revision: str, commit: str, files: Path, *, token: Optional[str] = None,
-                 cut: Optional[tuple[str, int]] = None) -> None:
+                 cut: Optional[tuple[str, int]] = None, stall: Optional[tuple[str, int]] = None) -> None:
         self.repo, self.revision, self.commit, self.files, self.token = repo, revision, commit, files, token
         self.requests: list[tuple[str, str]] = []
         self.ranges: list[tuple[str, str]] = []   # (file, Range header) of ranged GETs: resumed downloads
         # (file, bytes): the first full GET of that file stops after so many bytes (a dropped connection).
         self.cut = cut
+        # (file, bytes): the first full GET of that file sends so many bytes, then hangs until the hub stops.
+        self.stall = stall
+        self.stalled = threading.Event()
+        self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -46,6 +52,7 @@ class HubSim:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -148,6 +155,14 @@ class HubSim:
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)  # the connection drops mid-file
+                    return
+                if hub.stall is not None and hub.stall[0] == name and not start:
+                    size, hub.stall = hub.stall[1], None
+                    self.wfile.write(data[:size])
+                    self.wfile.flush()
+                    hub.stalled.set()
+                    hub._stopping.wait(timeout=120)  # a hung transfer: the client is killed meanwhile
+                    self.close_connection = True
                     return
                 self.wfile.write(data[start:])
 

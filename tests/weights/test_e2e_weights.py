@@ -52,9 +52,9 @@ def rendered(path: Path) -> list[dict[str, Any]]:
     return json.loads(out.stdout)["items"]
 
 
-def run_init_step(objs: list[dict[str, Any]], secrets: dict[str, str], hub: HubSim, weights: Path,
-                  term: Path) -> subprocess.CompletedProcess[str]:
-    """Run the rendered fetch init container's command as the kubelet would, on this machine."""
+def init_step(objs: list[dict[str, Any]], secrets: dict[str, str], hub: HubSim, weights: Path,
+              term: Path) -> tuple[list[str], dict[str, str]]:
+    """The rendered fetch init container's argv and environment, as the kubelet would run them here."""
     deployment = next(o for o in objs if o["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     init = next(c for c in pod["initContainers"] if c["name"] == "kaitoctl-fetch-weights")
@@ -69,8 +69,14 @@ def run_init_step(objs: list[dict[str, Any]], secrets: dict[str, str], hub: HubS
     env["HF_ENDPOINT"] = hub.url
     argv = [sys.executable if part == "python" else part for part in init["command"]]
     args = [str(weights) if part == mount else part for part in init["args"]]
-    return subprocess.run(argv + args + ["--termination-log", str(term)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return argv + args + ["--termination-log", str(term)], env
+
+
+def run_init_step(objs: list[dict[str, Any]], secrets: dict[str, str], hub: HubSim, weights: Path,
+                  term: Path) -> subprocess.CompletedProcess[str]:
+    """Run the rendered fetch init container's command to its end."""
+    argv, env = init_step(objs, secrets, hub, weights, term)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +164,48 @@ def test_an_interrupted_download_resumes_where_it_stopped(tmp_path: Path, tiny_r
         assert result.returncode == 0, result.stderr
         assert hub.ranges == [("extra.safetensors", f"bytes={10 * 2**20}-")]  # resumed, not fetched again
     assert (weights / "extra.safetensors").read_bytes() == (repo / "extra.safetensors").read_bytes()
+
+
+def test_a_killed_init_container_goes_on_after_its_restart(tmp_path: Path, tiny_repo: Path) -> None:
+    # The kubelet restarts a killed init container (OOM, a node hiccup) in the same pod: the emptyDir
+    # is still there. The restart fetches only the files the killed attempt had not finished, and
+    # removes the partial file it left (huggingface_hub cannot resume another process's partial file).
+    import shutil
+    import time
+
+    objs = rendered(workspace_file(tmp_path, GOOD_TOKEN))
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo)
+    last = "zz-extra.safetensors"                  # fetched last (files go in name order)
+    (repo / last).write_bytes(os.urandom(12 * 2**20))
+    weights = tmp_path / "weights"
+    secrets = {"hf-token/HF_TOKEN": GOOD_TOKEN}
+    with HubSim(REPO, REVISION, COMMIT, repo, token=GOOD_TOKEN, stall=(last, 11 * 2**20)) as hub:
+        argv, env = init_step(objs, secrets, hub, weights, tmp_path / "term")
+        first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert hub.stalled.wait(timeout=120), "the download never reached the stalled file"
+            partial: list[Path] = []
+            deadline = time.monotonic() + 60
+            while not partial and time.monotonic() < deadline:  # huggingface_hub writes 10 MiB chunks
+                partial = [p for p in weights.rglob("*.incomplete") if p.stat().st_size >= 10 * 2**20]
+                time.sleep(0.05)
+            assert partial, sorted(str(p) for p in weights.rglob("*"))
+        finally:
+            first.kill()                            # SIGKILL: no cleanup, as a killed container
+            first.communicate(timeout=30)
+        done_before = {path for method, path in hub.requests if method == "GET" and "/resolve/" in path}
+        done_before.discard(f"/{REPO}/resolve/{COMMIT}/{last}")
+        assert done_before and not (weights / last).exists()
+        hub.requests.clear()
+        result = run_init_step(objs, secrets, hub, weights, tmp_path / "term")
+        assert result.returncode == 0, result.stderr
+    fetched_again = {path for method, path in hub.requests if method == "GET" and "/resolve/" in path}
+    assert fetched_again == {f"/{REPO}/resolve/{COMMIT}/{last}"}   # the finished files were kept
+    assert "fetch: removed 1 partial file(s) (10.0 MiB) an interrupted earlier attempt left" in result.stdout
+    assert not list(weights.rglob("*.incomplete"))
+    assert (weights / last).read_bytes() == (repo / last).read_bytes()
+    assert f"fetch: done: {REPO}@{REVISION}" in result.stdout
 
 
 def test_fetch_failure_reasons() -> None:

@@ -10,9 +10,12 @@ revision to its commit and list the files, ``hf_hub_download`` per file into ``-
 
 - the token is ``HF_TOKEN`` (the workspace's modelAccessSecret, by secretKeyRef); the endpoint
   ``HF_ENDPOINT`` (default the public Hub);
-- resumable: huggingface_hub keeps partial files and resumes them with HTTP ranges, files already
-  complete are not fetched again, and a finished fetch leaves a marker so that a restarted init
-  container is done at once;
+- resumable: a dropped connection is resumed with an HTTP range by huggingface_hub; files already
+  complete are not fetched again, so a restarted init container (same pod, same emptyDir) goes on
+  from the first file it had not finished; a finished fetch leaves a marker so that a restart is
+  done at once. huggingface_hub >= 2 writes each download to a per-process temporary file that a
+  later process cannot resume: what a killed attempt left of those is removed first (said in the
+  log), so restarts cannot fill the volume;
 - progress: one line per file on stdout (the pod log);
 - failure: one line saying why (401/403 gated or refused token, 404 revision, disk full, endpoint
   unreachable), on stderr and in the termination message file, which Kubernetes puts into the
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,6 +42,9 @@ MAX_MESSAGE_BYTES = 4096
 # Weight formats the server does not need when safetensors are there (KAITO's repos ship both).
 SKIPPED_WITH_SAFETENSORS = (".bin", ".pth", ".pt", ".gguf", ".msgpack", ".h5", ".onnx")
 SKIPPED_DIRS = ("original/",)
+# huggingface_hub's per-process partial file in <dir>/.cache/huggingface/download/:
+# <file>.<etag>.<8 hex of a uuid>.incomplete. Only the process that made it could resume it.
+ORPHANED_PARTIAL = re.compile(r"\.[0-9a-f]{32,64}\.[0-9a-f]{8}\.incomplete$")
 
 
 class FetchError(Exception):
@@ -86,6 +93,9 @@ def fetch(repo: str, revision: str, directory: str, *, token: Optional[str] = No
         say(f"fetch: {repo}@{revision} (commit {commit}) from {where}: {len(files)} files, {_size(total)}, "
             f"into {directory}")
         target.mkdir(parents=True, exist_ok=True)
+        count, size = remove_orphaned_partials(target)
+        if count:
+            say(f"fetch: removed {count} partial file(s) ({_size(size)}) an interrupted earlier attempt left")
         started = time.monotonic()
         done = 0
         for index, name in enumerate(files, 1):
@@ -100,6 +110,17 @@ def fetch(repo: str, revision: str, directory: str, *, token: Optional[str] = No
         raise FetchError(reason(err, repo, revision, directory, where, token)) from err
     say(f"fetch: done: {repo}@{revision} in {directory}")
     return commit
+
+
+def remove_orphaned_partials(target: Path) -> tuple[int, int]:
+    """Delete the partial downloads a killed earlier attempt left; return (files, bytes)."""
+    count = size = 0
+    for path in (target / ".cache" / "huggingface" / "download").rglob("*.incomplete"):
+        if ORPHANED_PARTIAL.search(path.name) and path.is_file():
+            size += path.stat().st_size
+            path.unlink(missing_ok=True)
+            count += 1
+    return count, size
 
 
 def reason(err: BaseException, repo: str, revision: str, directory: str, endpoint: str,
