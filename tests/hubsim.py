@@ -93,7 +93,9 @@ class HubSim:
                 return True
 
             def _revision_ok(self, revision: str) -> bool:
-                if revision in (hub.revision, hub.commit):
+                # The Hub resolves a branch/tag or a commit hash prefix (huggingface_hub issue #197, fixed
+                # server-side in 2023); the catalog pins KAITO's 12-character prefixes.
+                if revision == hub.revision or (len(revision) >= 7 and hub.commit.startswith(revision)):
                     return True
                 self._fail(404, "RevisionNotFound", f"Invalid rev id: {revision}")
                 return False

@@ -25,3 +25,18 @@ def test_multimodal_architecture_is_served_as_text(tmp_path, arch: str, architec
         "/v1/completions", json={"model": "x", "prompt": "hello there", "max_tokens": 3})
     assert response.status_code == 200, response.json
     assert response.json["usage"]["completion_tokens"] == 3
+
+
+def test_the_architecture_table_agrees_with_the_servers_transformers() -> None:
+    # validate's verdicts (kaitoctl/data/architectures.yaml) are data the CLI reads without importing
+    # transformers; this keeps them true for the transformers the server image installs.
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+
+    loadable = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) | set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.values())
+    table = catalog.architectures()
+    assert {name for name, arch in table.items() if arch.served} <= loadable
+    assert {name for name, arch in table.items() if not arch.served} == {"MistralLarge3ForCausalLM"}
+    assert "MistralLarge3ForCausalLM" not in loadable
+    # Every architecture a preset names is in the table (validate has a verdict for each).
+    assert {p.architecture for p in catalog.presets().values() if p.architecture} <= set(table)

@@ -91,9 +91,12 @@ def test_weights_fetched_at_start_then_served(tmp_path: Path, tiny_repo: Path) -
     objs = rendered(path)
     assert GOOD_TOKEN not in json.dumps(objs)  # render never prints a Secret's value
     weights = tmp_path / "weights"
-    with HubSim(REPO, REVISION, COMMIT, tiny_repo, token=GOOD_TOKEN) as hub:
+    # The Hub's branch is "main"; the catalog's 12-character pin resolves as a commit prefix.
+    with HubSim(REPO, "main", COMMIT, tiny_repo, token=GOOD_TOKEN) as hub:
         result = run_init_step(objs, {"hf-token/HF_TOKEN": GOOD_TOKEN}, hub, weights, tmp_path / "term")
         assert result.returncode == 0, result.stderr
+        files = [path for method, path in hub.requests if method == "GET" and "/resolve/" in path]
+        assert files and all(path.startswith(f"/{REPO}/resolve/{COMMIT}/") for path in files)  # the full commit
         assert f"fetch: done: {REPO}@{REVISION}" in result.stdout
         assert "[1/" in result.stdout  # progress lines in the pod log
         # A restarted init container finds the finished fetch and downloads nothing.
