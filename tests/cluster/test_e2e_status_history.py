@@ -84,8 +84,10 @@ def test_status_watch_completes_an_interrupted_revision(sim, kaitoctl, write_ws)
     gpu_node(sim, gpus=4)
     assert kaitoctl("apply", "-f", write_ws(), "--timeout", "60s").returncode == 0
     sim.forbid("watch", "pods")
+    sim.set_image_behaviour(MODEL_IMAGE, "slow", ticks=80)   # the new pod takes ~2 s: the rollout needs the watch
     assert kaitoctl("apply", "-f", write_ws(adapters=[adapter("sql")]), "--timeout", "60s").returncode == 4
     sim.allow("watch", "pods")
+    sim.set_image_behaviour(MODEL_IMAGE, "ok")
     watched = kaitoctl("status", "falcon", "--watch", "--timeout", "60s")
     assert watched.returncode == 0, watched.stderr
     assert "revision 2 recorded as succeeded (was interrupted)" in watched.stderr
