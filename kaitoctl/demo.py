@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import socket
 import sys
@@ -125,6 +126,11 @@ class DemoFiles:
                 and (self.adapter / "adapter_config.json").is_file() and self.workspace.is_file())
 
 
+def _unusable_dir(root: Path, err: OSError) -> UsageError:
+    return UsageError(f"--dir {root}: cannot create it ({err.strerror or err})",
+                      hint="pick a directory you can write to, e.g. --dir ./demo")
+
+
 def ensure_demo_files(root: Path, progress: Callable[[str], None]) -> tuple[DemoFiles, bool]:
     """The demo's files under ``root``, created unless a finished earlier run left them: (files, created).
 
@@ -135,14 +141,20 @@ def ensure_demo_files(root: Path, progress: Callable[[str], None]) -> tuple[Demo
     if files.complete():
         return files, False
     ours = {files.model.name, files.adapters.name, files.workspace.name, files.readme.name}
+    if root.is_symlink() and not root.exists():
+        raise UsageError(f"--dir {root}: a symbolic link to {os.readlink(root)}, which does not exist",
+                         hint="create the directory it points to, or pick another --dir")
     if root.exists() and not root.is_dir():
         raise UsageError(f"--dir {root}: not a directory")
     others = sorted(p.name for p in root.iterdir() if p.name not in ours) if root.is_dir() else []
     if others:
         raise UsageError(f"--dir {root} holds files the demo did not write ({', '.join(others[:5])})",
                          hint="pick an empty or new directory for --dir")
-    for path in (files.readme, files.workspace):  # README.txt first: the set is incomplete from here on
-        path.unlink(missing_ok=True)
+    try:
+        for path in (files.readme, files.workspace):  # README.txt first: the set is incomplete from here on
+            path.unlink(missing_ok=True)
+    except OSError as err:
+        raise _unusable_dir(root, err) from None
     for path in (files.model, files.adapters):
         shutil.rmtree(path, ignore_errors=True)
     progress(f"creating the demo files in {root} (once; later runs reuse them): a tiny random Llama and a "
@@ -151,7 +163,10 @@ def ensure_demo_files(root: Path, progress: Callable[[str], None]) -> tuple[Demo
         from kaitoctl_server.tiny import make_lora_adapter, make_tiny_model
     except ImportError as err:
         raise server_import_error(err) from None
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _unusable_dir(root, err) from None
     try:
         with warnings.catch_warnings():  # library deprecation notices are noise for a newcomer
             warnings.simplefilter("ignore")

@@ -77,6 +77,18 @@ def test_the_demo_never_writes_into_a_directory_holding_other_files(tmp_path: Pa
     assert [p.name for p in tmp_path.iterdir()] == ["notes.md"]
 
 
+def test_a_demo_directory_that_cannot_be_made_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    dangling = tmp_path / "demo"
+    dangling.symlink_to(tmp_path / "gone")
+    with pytest.raises(UsageError, match=r"a symbolic link to .*gone, which does not exist") as err:
+        ensure_demo_files(dangling, lambda _message: None)
+    assert "--dir" in err.value.hint
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(UsageError, match=r"a-file/demo: cannot create it \(Not a directory\)"):
+        ensure_demo_files(tmp_path / "a-file" / "demo", lambda _message: None)
+    assert (tmp_path / "a-file").read_text() == "mine" and not (tmp_path / "gone").exists()
+
+
 def test_an_unfinished_demo_directory_is_recreated_not_reused(tmp_path: Path) -> None:
     files = DemoFiles(tmp_path)
     files.workspace.write_text("half-written")  # an interrupted first run: README.txt is written last
