@@ -54,7 +54,7 @@ def test_server_honours_the_mounted_file_over_the_preset_defaults(tmp_path, capl
     with caplog.at_level(logging.INFO, logger="kaitoctl_server"):
         config = ServerConfig.from_env({"KAITOCTL_INFERENCE_CONFIG": str(path), "KAITOCTL_DTYPE": "bfloat16",
                                         "KAITOCTL_MODEL": "/m"})
-    assert (config.dtype, config.max_tokens) == ("float16", 128)
+    assert (config.dtype, config.max_tokens, config.max_batch, config.max_model_len) == ("float16", 128, 8, 4096)
     assert "inference config: ignored vllm.swap-space: a vLLM engine argument" in caplog.text
 
 
