@@ -98,7 +98,7 @@ class _LazyGroup(TyperGroup):
 app = typer.Typer(
     name="kaitoctl",
     help=(
-        "Run KAITO Workspaces (kaito.sh/v1alpha1) on any Kubernetes cluster from the client side: "
+        "Run KAITO Workspaces (kaito.sh/v1beta1 and v1alpha1) on any Kubernetes cluster from the client side: "
         "validate, preflight GPU nodes, apply, watch the rollout, and manage LoRA adapters. "
         "No operator, CRD or webhook needed in the cluster."
     ),

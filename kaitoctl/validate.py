@@ -578,7 +578,7 @@ def _check_architecture(ctx: _Context, preset: catalog.Preset) -> None:
     if arch is None or not arch.served:
         reason = arch.reason if arch is not None else "kaitoctl's catalog does not know this architecture"
         ctx.error(path, f"preset {preset.name} is a {preset.architecture} model, which kaitoctl's server cannot "
-                        f"serve: {reason}")
+                        f"serve: {reason}; pick a preset it serves (kaitoctl presets list) or run this one with KAITO")
         return
     sku = ctx.sku
     if arch.min_compute_capability and sku is not None and sku.vendor == "nvidia":
@@ -587,7 +587,16 @@ def _check_architecture(ctx: _Context, preset: catalog.Preset) -> None:
                 catalog.compute_capability(arch.min_compute_capability):
             ctx.error(("resource", "instanceType"),
                       f"preset {preset.name} ({preset.architecture}) cannot run on {sku.gpu_model} (compute "
-                      f"capability {gpu.compute_capability}) of instance type {sku.name}: {arch.reason}")
+                      f"capability {gpu.compute_capability}) of instance type {sku.name}: {arch.reason}; pick "
+                      f"an instance type with GPUs of compute capability {arch.min_compute_capability} or newer "
+                      f"({', '.join(_gpus_at_least(arch.min_compute_capability))}; kaitoctl skus list shows "
+                      "each type's GPU model)")
+
+
+def _gpus_at_least(capability: str) -> list[str]:
+    """The catalog's GPU models of compute capability ``capability`` or newer."""
+    floor = catalog.compute_capability(capability)
+    return [g.name for g in catalog.gpu_models().values() if catalog.compute_capability(g.compute_capability) >= floor]
 
 
 def _check_template(ctx: _Context, template: dict[str, Any]) -> None:

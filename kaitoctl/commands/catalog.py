@@ -16,7 +16,7 @@ from kaitoctl.commands._options import OutputOption
 from kaitoctl.errors import UsageError
 from kaitoctl.output import OutputFormat, print_table
 
-presets_app = typer.Typer(name="presets", help="The model presets kaitoctl knows (KAITO's 17).",
+presets_app = typer.Typer(name="presets", help="The model presets kaitoctl knows (KAITO's 17 of 2024 and 19 of today).",
                           no_args_is_help=True)
 skus_app = typer.Typer(name="skus", help="The GPU instance types kaitoctl knows (Azure and AWS).",
                        no_args_is_help=True)

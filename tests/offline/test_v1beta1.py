@@ -70,9 +70,12 @@ def test_architectures_the_server_cannot_load_or_run_are_refused() -> None:
                 if s == "error"]
     assert error == ("preset mistral-large-3-675b-instruct is a MistralLarge3ForCausalLM model, which kaitoctl's "
                      "server cannot serve: transformers has no model class for this architecture (KAITO serves it "
-                     "with vLLM only)")
+                     "with vLLM only); pick a preset it serves (kaitoctl presets list) or run this one with KAITO")
     errors = [m for s, _, m in findings(ws("deepseek-v3-0324", "p4de.24xlarge")) if s == "error"]
-    assert any("cannot run on NVIDIA A100-80GB (compute capability 8.0)" in m for m in errors), errors
+    assert any("cannot run on NVIDIA A100-80GB (compute capability 8.0)" in m
+               and m.endswith("pick an instance type with GPUs of compute capability 8.9 or newer (NVIDIA L4, "
+                              "NVIDIA L40S, NVIDIA H100, NVIDIA H200; kaitoctl skus list shows each type's GPU model)")
+               for m in errors), errors
 
 
 def test_companions_are_checked_and_cross_referenced() -> None:
