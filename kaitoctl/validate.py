@@ -445,8 +445,10 @@ def _check_selector(ctx: _Context) -> None:
     selector = ctx.ws.resource.labelSelector
     base: Path = ("resource", "labelSelector")
     if selector is None:
+        preset = ctx.ws.inference.preset if ctx.ws.inference is not None else None
+        example = preset.name if preset is not None and preset.name else "my-gpus"
         ctx.error(base, "labelSelector is required (KAITO's CRD requires it): it selects the GPU nodes to run on, "
-                        "e.g. labelSelector: {matchLabels: {apps: falcon-7b}}")
+                        f"e.g. labelSelector: {{matchLabels: {{apps: {example}}}}}")
         return
     rejected = ctx.unread(base + ("matchLabels",)) or ctx.unread(base + ("matchExpressions",))
     if not selector.matchLabels and not selector.matchExpressions and not rejected:
