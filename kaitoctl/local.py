@@ -77,7 +77,6 @@ def server_import_error(err: ImportError) -> ServeError:
 
 # "org/name": how the Hugging Face Hub spells a model id.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # A --adapter value NAME=DIR:STRENGTH; in -f mode the strength comes from the workspace.
 _STRENGTH_SUFFIX = re.compile(r"^(?P<path>.+):(?P<strength>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
 # Files the server reads from a Hugging Face model repository: weights in safetensors, configs,
@@ -254,13 +253,10 @@ def _locate_model(model: Optional[str], preset: "Preset", missing: list[str], no
                        "pass --model DIR with the weights")
         return LocalModel(preset.model_id, hub=True)
     hub_id = model or preset.model_id
-    # The preset pins the commit its image was built from. The Hub resolves only full commit hashes; the
-    # catalog records short ones for most presets, so those download the default branch (said below).
+    # The preset pins the commit its image was built from, as the pods fetch it. The catalog keeps
+    # KAITO's 12-character commit prefixes, which the Hub resolves to the full commit (huggingface_hub
+    # records the prefix under refs/, so a later offline run finds the snapshot in the cache).
     revision = preset.model_revision if hub_id == preset.model_id else None
-    if revision is not None and not _FULL_COMMIT.match(revision):
-        notes.append(f"preset {preset.name} pins {hub_id} at {revision}, a short commit hash that the Hugging Face "
-                     "Hub does not resolve: using its default branch")
-        revision = None
     local = LocalModel(hub_id, hub=True, revision=revision)
     if _hub_offline() and _cached_snapshot(local) is None:
         origin = "--model" if model else f"preset {preset.name}'s model_id"

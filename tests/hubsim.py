@@ -1,9 +1,10 @@
 """A Hugging Face Hub endpoint on 127.0.0.1 serving a local directory as one repository at one revision.
 
 Only the routes huggingface_hub's download functions call (read from the installed
-huggingface_hub: ``HfApi.model_info`` and ``hf_hub_download``):
+huggingface_hub: ``HfApi.model_info``, ``hf_hub_download`` and ``snapshot_download``):
 
 - ``GET /api/models/<repo>/revision/<rev>``: the commit (``sha``) and the files (``siblings``);
+- ``GET /api/models/<repo>/tree/<rev>``: the files (path, size, oid), as one page;
 - ``HEAD``/``GET /<repo>/resolve/<rev>/<path>``: the file, with ``X-Repo-Commit``, ``ETag`` and
   ``Content-Length``; ``Range`` requests are answered 206 (resumed downloads); ``cut`` drops the
   connection once, mid-file, to test that a download resumes; ``stall`` sends part of a file once
@@ -107,11 +108,17 @@ class HubSim:
                 path = unquote(urlsplit(self.path).path)
                 hub.requests.append((self.command, path))
                 api = f"/api/models/{hub.repo}/revision/"
+                tree = f"/api/models/{hub.repo}/tree/"
                 resolve = f"/{hub.repo}/resolve/"
                 if path.startswith(api):
                     if self._authorised() and self._revision_ok(path[len(api):]):
                         siblings = [{"rfilename": n, "size": (hub.files / n).stat().st_size} for n in hub._names()]
                         self._json({"id": hub.repo, "modelId": hub.repo, "sha": hub.commit, "siblings": siblings})
+                elif path.startswith(tree):  # snapshot_download's file list (recursive, one page)
+                    if self._authorised() and self._revision_ok(path[len(tree):].partition("/")[0]):
+                        self._json([{"type": "file", "path": n, "size": (hub.files / n).stat().st_size,
+                                     "oid": hashlib.sha1((hub.files / n).read_bytes()).hexdigest()}
+                                    for n in hub._names()])
                 elif path.startswith(resolve):
                     revision, _, name = path[len(resolve):].partition("/")
                     if self._authorised() and self._revision_ok(revision):

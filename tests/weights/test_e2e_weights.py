@@ -225,3 +225,35 @@ def test_fetch_failure_reasons() -> None:
     assert reason(wrapped, "o/m", "abc", "/w", "https://hub", None).startswith("disk full")
     assert choose_files(["model.safetensors", "pytorch_model.bin", "original/consolidated.pth", "config.json",
                          ".gitattributes", "tokenizer.json"]) == ["config.json", "model.safetensors", "tokenizer.json"]
+
+
+def test_kaitoctl_serve_downloads_the_presets_pinned_revision_then_serves_it_offline(tmp_path: Path,
+                                                                                    tiny_repo: Path) -> None:
+    # `kaitoctl serve -f` without --model fetches the preset's model as the pods do: at the catalog's
+    # pinned commit (a 12-character prefix the Hub resolves), never the default branch; a later run
+    # with HF_HUB_OFFLINE finds that snapshot in the cache.
+    from local.conftest import Server, free_port
+
+    path = workspace_file(tmp_path, GOOD_TOKEN)
+    cache = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    # The Hub's only branch is not "main" here: a download of the default branch would fail.
+    with HubSim(REPO, "release", COMMIT, tiny_repo, token=GOOD_TOKEN) as hub:
+        server = Server(["serve", "-f", str(path), "--port", str(port := free_port())], port, tmp_path,
+                        HF_HUB_OFFLINE="0", HF_ENDPOINT=hub.url, HF_TOKEN=GOOD_TOKEN, **cache)
+        try:
+            server.wait_ready()
+            answer = server.post("/v1/completions", {"model": REPO, "prompt": "hello", "max_tokens": 3})
+            assert answer["usage"]["completion_tokens"] >= 1
+        finally:
+            server.close()
+        files = [p for method, p in hub.requests if "/resolve/" in p]
+        assert files and all(p.startswith(f"/{REPO}/resolve/{COMMIT}/") for p in files), files
+        assert f"downloading {REPO}@{REVISION} from the Hugging Face Hub" in server.stderr
+        assert "default branch" not in server.stderr
+    offline = Server(["serve", "-f", str(path), "--port", str(port := free_port())], port, tmp_path,
+                     HF_HUB_OFFLINE="1", **cache)
+    try:
+        offline.wait_ready()
+    finally:
+        offline.close()
+    assert f"using {REPO}@{REVISION} from the Hugging Face cache" in offline.stderr
