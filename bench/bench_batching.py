@@ -34,6 +34,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -166,6 +167,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def fresh_pair(start: Callable[..., tuple[subprocess.Popen, str]], model_dir: Path, adapter_dir: Path,
+               procs: list[subprocess.Popen], repeats: int, new_tokens: int) -> tuple[float, float, float]:
+    """``paired`` on a merged and a no-adapter server of one kind (``pods_server`` or ``local_server``),
+    fresh and started together so that neither carries the other's history; stopped after. ``procs``
+    holds them meanwhile, for the caller's cleanup."""
+    merged, merged_url = start(model_dir, adapter_dir, STRENGTHS)
+    procs.append(merged)
+    bare, bare_url = start(model_dir, adapter_dir, {})
+    procs.append(bare)
+    wait_ready(merged, merged_url)
+    wait_ready(bare, bare_url)
+    pair = paired(merged_url, bare_url, repeats, new_tokens)
+    for proc in procs:
+        stop(proc)
+    procs.clear()
+    return pair
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM if "kaitoctl_server" in proc.args else signal.SIGINT)
     try:
@@ -191,7 +210,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kaitoctl-bench-") as tmp:
         model_dir, adapters = build(Path(tmp))
         adapter_dir = Path(tmp) / "adapters"
-        procs = []
+        procs: list[subprocess.Popen] = []
         try:
             pods, pods_url = pods_server(model_dir, adapter_dir, STRENGTHS)
             procs.append(pods)
@@ -213,27 +232,10 @@ def main() -> None:
 
             for proc in procs:
                 stop(proc)
-            procs = []
+            procs.clear()
 
-            # The pairs run on fresh servers, started together, so that neither carries the other's history.
-            merged, merged_url = pods_server(model_dir, adapter_dir, STRENGTHS)
-            procs.append(merged)
-            bare, bare_url = pods_server(model_dir, adapter_dir, {})
-            procs.append(bare)
-            wait_ready(merged, merged_url)
-            wait_ready(bare, bare_url)
-            pods_pair = paired(merged_url, bare_url, args.repeats, args.new_tokens)
-            for proc in procs:
-                stop(proc)
-            procs = []
-
-            local_merged, local_merged_url = local_server(model_dir, adapter_dir, STRENGTHS)
-            procs.append(local_merged)
-            local_bare, local_bare_url = local_server(model_dir, adapter_dir, {})
-            procs.append(local_bare)
-            wait_ready(local_merged, local_merged_url)
-            wait_ready(local_bare, local_bare_url)
-            local_pair = paired(local_merged_url, local_bare_url, args.repeats, args.new_tokens)
+            pods_pair = fresh_pair(pods_server, model_dir, adapter_dir, procs, args.repeats, args.new_tokens)
+            local_pair = fresh_pair(local_server, model_dir, adapter_dir, procs, args.repeats, args.new_tokens)
         finally:
             for proc in procs:
                 stop(proc)
