@@ -150,8 +150,8 @@ class KubeSim:
         Path(self.kubeconfig_path).write_text(
             yaml.safe_dump(self.plane.kubeconfig(self.token, "sim-user", self.proxy.url)))
         self._set_role()
-        # A fresh control plane's RBAC authorizer sees a new binding a moment after it is written: the
-        # first test of a session would otherwise meet a 403 on kaitoctl's first request.
+        # The RBAC authorizer reads roles and bindings from its informer cache, so a binding written on a
+        # fresh control plane may not count yet for kaitoctl's first request: wait until it does.
         wait_until(lambda: self._allowed("patch", "deployments"), 10, "kaitoctl's user to be allowed")
         _Registry.attach(self)
         for pod in self.list("Pod"):
