@@ -35,7 +35,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from .errors import ConfigError
 
@@ -327,7 +327,8 @@ def run_follower(config: Any, world: World) -> int:
 
     The first process of each node (LOCAL_RANK 0) also serves /health on
     ``KAITOCTL_BIND`` so the pod's probes see whether this rank is loaded and
-    hears from rank 0.
+    hears from rank 0. Once following has ended, the process exits with its
+    code here (``_exit_now``); it returns only when loading failed.
     """
     import signal
     import sys
@@ -354,7 +355,30 @@ def run_follower(config: Any, world: World) -> int:
     group = init_group(_device_type(served.model))
     runner = BatchRunner(served.model, served.model.get_input_embeddings().weight.device)
     log.info("rank %d of %d: following rank 0", world.rank, world.world_size)
-    return follow(runner, group, state)
+    try:
+        code = follow(runner, group, state)
+    except SystemExit as stop:  # SIGTERM (the pod or torchrun stopping this rank)
+        code = stop.code if isinstance(stop.code, int) else 0
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End this rank with ``code`` without the interpreter's teardown.
+
+    Once the loop has ended, the process group's C++ objects would be destroyed
+    while rank 0 is closing its side of the same sockets; seen once in CI after a
+    clean stop: "terminate called without an active exception", SIGABRT, and a
+    torchrun traceback instead of exit code 0. The kernel closes the sockets.
+    """
+    import sys
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _device_type(model: Any) -> str:
