@@ -331,7 +331,6 @@ def run_follower(config: Any, world: World) -> int:
     code here (``_exit_now``); it returns only when loading failed.
     """
     import signal
-    import sys
 
     from .app import create_standby_app
     from .errors import StartupError
@@ -340,7 +339,7 @@ def run_follower(config: Any, world: World) -> int:
     from .runner import BatchRunner
 
     configure_logging()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: _exit_now(0))  # the pod or torchrun stopping this rank
     state = FollowerState(world)
     stale_after = timeout_seconds()
     if world.local_rank == 0:
@@ -355,11 +354,7 @@ def run_follower(config: Any, world: World) -> int:
     group = init_group(_device_type(served.model))
     runner = BatchRunner(served.model, served.model.get_input_embeddings().weight.device)
     log.info("rank %d of %d: following rank 0", world.rank, world.world_size)
-    try:
-        code = follow(runner, group, state)
-    except SystemExit as stop:  # SIGTERM (the pod or torchrun stopping this rank)
-        code = stop.code if isinstance(stop.code, int) else 0
-    _exit_now(code)
+    _exit_now(follow(runner, group, state))
 
 
 def _exit_now(code: int) -> NoReturn:
