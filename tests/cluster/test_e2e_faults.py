@@ -72,11 +72,12 @@ def test_dropped_and_expired_watches_are_resumed(sim, kaitoctl, write_ws):
     sim.wait_until(lambda: len(pod_watches()) >= 2, timeout=30.0, what="the pod watch to resume")
     sim.add_secret("default", "unrelated-change")  # history moves past every watcher's resourceVersion...
     sim.expire_watch_history()                       # ... and is forgotten: the watches get 410 Gone
+    # relisted and watching again (were the pod Ready before, the relist alone would end the rollout)
+    sim.wait_until(lambda: len(pod_watches()) >= 3, timeout=30.0, what="the pod watch after the 410")
     sim.set_image_behaviour(MODEL_IMAGE, "ok")       # now the pod turns Ready
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert 'deployment "falcon" successfully rolled out' in err
-    assert len(pod_watches()) >= 3
     lists_after = len([q for _, p, q in requests_of(sim, "GET", "/namespaces/default/pods")
                        if q.get("watch") != "true"])
     assert lists_after > lists_before          # the 410 made it relist

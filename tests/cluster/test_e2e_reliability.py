@@ -175,11 +175,16 @@ def test_an_unschedulable_pod_waits_for_the_node_an_autoscaler_adds(sim, kaitoct
         what="the unschedulable pod")
     sim.add_event("Pod", "default", pending[0]["metadata"]["name"], "TriggeredScaleUp",
                   "pod triggered scale-up: [{gpu-pool 1->2 (max: 3)}]")
-    sim.advance(120)        # past the first minute: without the autoscaler's event this would have failed
-    scheduler_retry(sim)
     stderr = Lines(proc.stderr)
+    # Pods and events come over separate watches: the clock moves only once kaitoctl has the event.
     sim.wait_until(lambda: stderr.has("no node fits yet; a cluster autoscaler asked for one at "), timeout=30.0,
                    what="kaitoctl to see the scale-up")
+    sim.advance(120)        # past the first minute: without the autoscaler's event this would have failed
+    scheduler_retry(sim)
+    sim.wait_until(lambda: [line for line in list(stderr.lines)
+                            if "asked for one at " in line and "(unschedulable for 2m)" in line], timeout=30.0,
+                   what="kaitoctl to wait on past the first minute")
+    assert proc.poll() is None, stderr.text()
     gpu_node(sim, "gpu-2", gpus=1)                           # the autoscaler's node joins
     assert proc.wait(timeout=120) == 0, stderr.text()
     err = stderr.text()

@@ -93,13 +93,12 @@ class Fault:
 @dataclass(eq=False)
 class Stream:
     """One watch being relayed; ``end`` is set by another thread to stop it."""
-    upstream: http.client.HTTPSConnection
+    upstream: Optional[http.client.HTTPSConnection]
     end: Optional[str] = None            # "drop" or "expire"
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stop(self, how: str) -> None:
         self.end = how
-        sock = self.upstream.sock
+        sock = self.upstream.sock if self.upstream is not None else None
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -267,8 +266,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _relay_watch(self, headers: dict[str, str], query: dict[str, str]) -> None:
         proxy = self.owner
         rv = query.get("resourceVersion", "")
-        expired = proxy.expired_before
-        if expired is not None and rv not in ("", "0") and rv.isdigit() and int(rv) < expired:
+        stream: Optional[Stream] = None
+        with proxy.lock:   # the expiry check and the registration are one step: an expire() between them is not lost
+            expired = proxy.expired_before
+            if not (expired is not None and rv not in ("", "0") and rv.isdigit() and int(rv) < expired):
+                stream = Stream(None)
+                proxy.streams.add(stream)
+        if stream is None:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
@@ -278,12 +282,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             return
         conn = proxy.upstream(timeout=None)
-        stream = Stream(conn)
-        with proxy.lock:                 # from now on drop_watches/expire reach this watch, even mid-connect
-            proxy.streams.add(stream)
+        stream.upstream = conn           # from now on drop_watches/expire also shut its socket
+        resp = None
         try:
-            conn.request("GET", self.path, headers=headers)
-            resp = conn.getresponse()
+            if stream.end is None:       # stopped before it reached the apiserver: nothing to relay
+                conn.request("GET", self.path, headers=headers)
+                if stream.end is not None:   # stopped while it connected, before its socket could be shut
+                    stream.stop(stream.end)
+                resp = conn.getresponse()
         except (OSError, http.client.HTTPException):
             with proxy.lock:
                 proxy.streams.discard(stream)
@@ -310,7 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
                     line = resp.readline()
                 except (OSError, http.client.HTTPException, ValueError):
                     break
-                if not line:
+                if not line or stream.end is not None:   # stopped while waiting: that event is not relayed
                     break
                 self._chunk(line)
             if stream.end == "expire":

@@ -312,8 +312,16 @@ class KubeSim:
         resources = {"limits": {"nvidia.com/gpu": str(gpus)}, "requests": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
         self.add_namespace(namespace)
         pod = {"metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
-               "spec": {"nodeName": node, "containers": [{"name": "app", "image": image, "resources": resources}],
+               "spec": {"containers": [{"name": "app", "image": image, "resources": resources}],
                         "tolerations": [{"operator": "Exists"}], "terminationGracePeriodSeconds": 0}}
+        if node in self._fake_nodes:
+            # Bound by kube-scheduler itself (as a DaemonSet's pods are), not by nodeName: the scheduler then
+            # counts its GPUs before the next pod comes, where its informer could still lag a direct binding.
+            pod["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [
+                    {"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
+        else:
+            pod["spec"]["nodeName"] = node
         created = self._create("Pod", namespace, pod)
         if node in self._fake_nodes:
             created = wait_until(lambda: (lambda p: p if p and p["status"].get("phase") == "Running" else None)(
@@ -629,9 +637,24 @@ class KubeSim:
 
             time.sleep(0.1)
         self._call("DELETE", "/api/v1/nodes", ok=(200, 404))
+        policies = self.list("ValidatingAdmissionPolicy")
         for kind in ("ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy"):
             self._call("DELETE", self._path(kind, None), ok=(200, 404))
+        if policies:
+            # The apiserver drops a deleted policy asynchronously: until it has, the next test's writes are denied.
+            wait_until(self._admits_a_deployment, 30, "the deleted admission policies to stop being enforced")
         self._call("DELETE", self._path("Lease", "kube-node-lease"), ok=(200, 404))
+
+    def _admits_a_deployment(self) -> bool:
+        probe = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "kubesim-admission-probe"},
+                 "spec": {"selector": {"matchLabels": {"app": "probe"}}, "template": {
+                     "metadata": {"labels": {"app": "probe"}},
+                     "spec": {"containers": [{"name": "main", "image": "registry.example/probe:1"}]}}}}
+        try:
+            self._call("POST", "/apis/apps/v1/namespaces/default/deployments", body=probe, params={"dryRun": "All"})
+        except RuntimeError:
+            return False
+        return True
 
 
 def _shifted(timestamp: str, seconds: float) -> str:
