@@ -204,8 +204,11 @@ def test_serve_f_nproc_splits_the_model_over_processes_with_the_same_answers(
     assert server.interrupt() == 0, server.stderr
     _gone, alive = psutil.wait_procs(processes, timeout=30)
     assert not alive, server.stderr
-    # Rank 0 stopped gracefully and told rank 1 to end: no broken group, no traceback from torchrun.
+    # Rank 0 stopped gracefully and told rank 1 to end: no broken group, no traceback from torchrun, and
+    # neither rank aborted in gloo's teardown (gunicorn would say its worker "was sent SIGABRT").
     assert "Traceback" not in server.stderr and "broken" not in server.stderr, server.stderr
+    assert "SIGABRT" not in server.stderr and "terminate called" not in server.stderr, server.stderr
+    assert "rank 0 of 2: the other ranks were told to stop; exiting (0)" in server.stderr
 
 
 def test_nproc_that_does_not_divide_the_presets_heads_is_a_usage_error(tiny: Tiny, tmp_path: Path) -> None:

@@ -58,8 +58,21 @@ class Wire:
         return out
 
 
+_made: list[RankZeroRunner] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_runners():
+    """Each runner made here is stopped (and its heartbeat thread ended) before the test ends."""
+    yield
+    while _made:
+        _made.pop().stop()
+
+
 def proxy(wire: Wire, runner: Recorder, heartbeat: float = 60.0) -> RankZeroRunner:
-    return RankZeroRunner(runner, None, World(0, 2, 0), heartbeat=heartbeat, stale_after=30.0, broadcast=wire.send)
+    made = RankZeroRunner(runner, None, World(0, 2, 0), heartbeat=heartbeat, stale_after=30.0, broadcast=wire.send)
+    _made.append(made)
+    return made
 
 
 def test_each_call_is_broadcast_first_then_run_on_rank_zero():
@@ -160,3 +173,17 @@ def test_settings_only_generate_handles_are_a_400_on_a_split_model(served, serve
         assert plain.status_code == 200  # the batch path still serves
     finally:
         split.close()
+
+
+def test_stop_tells_the_other_ranks_once_and_the_heartbeat_ends_with_it():
+    wire, local = Wire(), Recorder()
+    runner = proxy(wire, local, heartbeat=0.02)
+    deadline = time.monotonic() + 10
+    while wire.sent.qsize() < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runner.stop()
+    runner.stop()           # atexit after an explicit stop: nothing more is sent
+    sent = wire.messages()
+    assert sent[-1] == ("stop", ()) and sent.count(("stop", ())) == 1
+    time.sleep(0.1)         # five heartbeat intervals
+    assert wire.messages() == []

@@ -1,7 +1,10 @@
 """Run under torchrun: load the served model split over the job, write what rank 0 sees to argv[1].
 
 Written: every merged weight gathered from its shards (``full_tensor``), and
-per rank the number of weight elements it holds locally.
+per rank the number of weight elements it holds locally. Rank 0's heartbeat
+runs meanwhile, so the other ranks end the way a served rank does: following
+until rank 0 says stop (a rank that left without taking those messages could
+abort in gloo's teardown).
 """
 
 import sys
@@ -11,6 +14,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from kaitoctl_server.config import ServerConfig
+from kaitoctl_server.distributed import FollowerState, World, exit_now, follow, init_group
 from kaitoctl_server.loader import load_served_model
 
 served = load_served_model(ServerConfig.from_env())
@@ -24,7 +28,13 @@ for name, param in served.model.named_parameters():
         whole[name] = param.detach().clone()
 held = [None] * dist.get_world_size()
 dist.all_gather_object(held, local)
-if dist.get_rank() == 0:
+world = World.from_env()
+if world.rank == 0:
     torch.save({"weights": whole, "held": held, "placements": {
         n: str(p.placements) for n, p in served.model.named_parameters() if isinstance(p, DTensor)}}, sys.argv[1])
+    served.group.stop()      # as the server ends: the other ranks leave their loop
+    code = 0
+else:                        # as a served rank > 0 does: take rank 0's heartbeats until it stops
+    code = follow(None, init_group("cpu"), FollowerState(world))
 dist.destroy_process_group()
+exit_now(code)              # as the server's ranks end: the interpreter's gloo teardown can abort

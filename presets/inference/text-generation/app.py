@@ -70,11 +70,16 @@ def start_loading(app: Flask) -> None:
         state.start_loading()
 
 
-def stop_engine(app: Flask) -> None:
-    """Stop the model's scheduler thread (gunicorn's worker_exit calls this), so it is not inside torch at exit."""
+def stop_engine(app: Flask) -> Optional[ServedModel]:
+    """Stop the model's scheduler thread (gunicorn's worker_exit calls this), so it is not inside torch at exit.
+
+    Returns the served model, or None when none had loaded.
+    """
     state = app.extensions.get(EXTENSION)
     if state is not None and state.served is not None:
         state.served.engine.close()
+        return state.served
+    return None
 
 
 def _state() -> ServerState:

@@ -66,9 +66,23 @@ def post_worker_init(worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """After the last request: stop the scheduler thread before the interpreter finalizes."""
+    """After the last request: stop the scheduler thread before the interpreter finalizes.
+
+    Rank 0 of a tensor-parallel job then tells the other ranks to stop and ends
+    the worker at once with the exit code it was leaving with
+    (``distributed.end_rank_zero``): gloo's teardown while the interpreter
+    finalizes can abort the process. The master calls this hook too, when it
+    reaps a worker: there ``worker.wsgi`` is not this process's app.
+    """
     from .app import stop_engine
 
     app = getattr(worker, "wsgi", None)
-    if app is not None and hasattr(app, "extensions"):
-        stop_engine(app)
+    if app is not None and hasattr(app, "extensions") and getattr(worker, "pid", None) == os.getpid():
+        served = stop_engine(app)
+        if served is not None and served.group is not None:
+            import sys
+
+            from .distributed import end_rank_zero
+
+            leaving = sys.exc_info()[1]       # the SystemExit this hook runs under (gunicorn's finally)
+            end_rank_zero(served.group, leaving.code if isinstance(leaving, SystemExit) else 0)
