@@ -51,6 +51,12 @@ class Wire:
         self.sent.put(message)
         return message
 
+    def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        """Until ``count`` messages were sent (and not yet read) or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while self.sent.qsize() < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def messages(self) -> list[tuple]:
         out = []
         while not self.sent.empty():
@@ -117,11 +123,10 @@ def test_a_failed_broadcast_breaks_the_group_for_good():
 def test_the_idle_heartbeat_pings_and_notices_a_dead_rank():
     wire, local = Wire(), Recorder()
     runner = proxy(wire, local, heartbeat=0.05)
-    deadline = time.monotonic() + 10
-    while wire.sent.qsize() < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wire.wait_for(2)
     assert set(wire.messages()) == {("ping", ())}
     wire.fail.set()
+    deadline = time.monotonic() + 10
     while runner.health()[0] and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not runner.health()[0]
@@ -178,9 +183,7 @@ def test_settings_only_generate_handles_are_a_400_on_a_split_model(served, serve
 def test_stop_tells_the_other_ranks_once_and_the_heartbeat_ends_with_it():
     wire, local = Wire(), Recorder()
     runner = proxy(wire, local, heartbeat=0.02)
-    deadline = time.monotonic() + 10
-    while wire.sent.qsize() < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wire.wait_for(1)
     runner.stop()
     runner.stop()           # atexit after an explicit stop: nothing more is sent
     sent = wire.messages()
