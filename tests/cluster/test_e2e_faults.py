@@ -145,21 +145,10 @@ def test_a_real_admission_policy_422_lists_its_cause_and_nothing_is_applied(sim,
         "metadata": {"name": "trusted-registries"},
         "spec": {"policyName": "trusted-registries", "validationActions": ["Deny"]}})
 
-    probe = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "probe"},
-             "spec": {"selector": {"matchLabels": {"app": "probe"}}, "template": {
-                 "metadata": {"labels": {"app": "probe"}},
-                 "spec": {"containers": [{"name": "main", "image": "registry.example/probe:1"}]}}}}
-
-    def policy_active():
-        try:
-            sim._call("POST", "/apis/apps/v1/namespaces/default/deployments", body=probe, params={"dryRun": "All"})
-        except RuntimeError as err:
-            return "not allowed by policy" in str(err)
-        return False
-
     # Policies load asynchronously: wait (as the admin, a dry run) until the apiserver enforces it, so the
     # dry run of kaitoctl's apply, not its real write, is what meets it.
-    sim.wait_until(policy_active, 30, "the policy to take effect")
+    sim.wait_until(lambda: "not allowed by policy" in (sim.admission_refusal() or ""), 30,
+                   "the policy to take effect")
     result = kaitoctl("apply", "-f", write_ws())
     assert result.returncode == 4, result.stderr
     assert "the API server rejected deployment.apps/falcon as invalid" in result.stderr

@@ -642,19 +642,21 @@ class KubeSim:
             self._call("DELETE", self._path(kind, None), ok=(200, 404))
         if policies:
             # The apiserver drops a deleted policy asynchronously: until it has, the next test's writes are denied.
-            wait_until(self._admits_a_deployment, 30, "the deleted admission policies to stop being enforced")
+            wait_until(lambda: self.admission_refusal() is None, 30,
+                       "the deleted admission policies to stop being enforced")
         self._call("DELETE", self._path("Lease", "kube-node-lease"), ok=(200, 404))
 
-    def _admits_a_deployment(self) -> bool:
+    def admission_refusal(self) -> Optional[str]:
+        """Why the apiserver refuses a plain Deployment (a dry run as the admin), or None when it admits it."""
         probe = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "kubesim-admission-probe"},
                  "spec": {"selector": {"matchLabels": {"app": "probe"}}, "template": {
                      "metadata": {"labels": {"app": "probe"}},
                      "spec": {"containers": [{"name": "main", "image": "registry.example/probe:1"}]}}}}
         try:
             self._call("POST", "/apis/apps/v1/namespaces/default/deployments", body=probe, params={"dryRun": "All"})
-        except RuntimeError:
-            return False
-        return True
+        except RuntimeError as err:
+            return str(err)
+        return None
 
 
 def _shifted(timestamp: str, seconds: float) -> str:

@@ -2,9 +2,9 @@
 
 Written: every merged weight gathered from its shards (``full_tensor``), and
 per rank the number of weight elements it holds locally. Rank 0's heartbeat
-runs meanwhile, so the other ranks end the way a served rank does: following
-until rank 0 says stop (a rank that left without taking those messages could
-abort in gloo's teardown).
+runs meanwhile, so the ranks end the way served ranks do: the others follow
+until rank 0 says stop, then every rank leaves with ``exit_now`` (Python's own
+teardown of gloo aborts now and then, even after ``destroy_process_group``).
 """
 
 import sys
